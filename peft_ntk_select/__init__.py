@@ -1,0 +1,40 @@
+"""peft_ntk_select: choose LoRA target modules from the neural tangent kernel, before training.
+
+selector = NTKSelector(model, LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS"), budget=3)
+result = selector.select(data)
+peft_model = get_peft_model(model, result.lora_config)
+"""
+
+from .candidates import Candidate, discover_candidates
+from .errors import (
+    InvalidConfigError,
+    InvalidInputError,
+    KernelComputationError,
+    NoCandidatesError,
+    NTKSelectError,
+    SearchSpaceTooLargeError,
+)
+from .kernels import ENGINES, compute_kernels
+from .result import RankedSubset, SelectionResult
+from .search import ScoredSubset, rank_subsets
+from .selector import NTKSelector
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENGINES",
+    "Candidate",
+    "InvalidConfigError",
+    "InvalidInputError",
+    "KernelComputationError",
+    "NTKSelectError",
+    "NTKSelector",
+    "NoCandidatesError",
+    "RankedSubset",
+    "ScoredSubset",
+    "SearchSpaceTooLargeError",
+    "SelectionResult",
+    "compute_kernels",
+    "discover_candidates",
+    "rank_subsets",
+]

@@ -1,0 +1,84 @@
+"""``compute_kernels``: base kernel K and one contribution S_l per candidate, with any engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from peft import LoraConfig
+from torch import nn
+
+from ..candidates import Candidate
+from ..errors import InvalidConfigError, InvalidInputError
+from . import func, hooks, reference
+from .base import base_probes
+from .forward import evaluation_mode, model_dtype_device
+from .lora_init import draw_adapter_init, module_scale, validate_lora_config
+from .outputs import default_output, validate_output
+from .probes import LoraProbe, Probe
+
+Engine = Callable[..., dict[str, torch.Tensor]]
+ENGINES: dict[str, Engine] = {"func": func.jacobians, "hooks": hooks.jacobians, "reference": reference.jacobians}
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Kernel from per-sample features (n, c, P): K_ij = sum_a <F_ia, F_ja>, (n, n) float64."""
+    f = features.double()
+    return torch.einsum("icp,jcp->ij", f, f)
+
+
+def validate_engine(engine: str) -> None:
+    if engine not in ENGINES:
+        raise InvalidConfigError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
+
+
+def compute_kernels(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    candidates: Sequence[Candidate],
+    lora_config: LoraConfig,
+    *,
+    engine: str = "func",
+    output: str | None = None,
+    seed: int = 0,
+    chunk_size: int = 8,
+    show_progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """NTK of the base parameters and of each candidate's LoRA at init, on one padded batch.
+
+    Args:
+        model: the transformers model (left unchanged).
+        batch: ``input_ids`` and ``attention_mask`` (n, T), optional ``token_type_ids``, ``labels``.
+        candidates: the L candidate modules.
+        lora_config: r, lora_alpha, use_rslora, rank/alpha patterns, init, modules_to_save, task_type.
+        engine: ``func``, ``hooks`` or ``reference`` (same kernels, different cost).
+        output: ``trace``, ``margin`` or ``loss``; None picks ``loss`` for causal LMs, else ``trace``.
+        seed: seed of the LoRA A draw.
+
+    Returns:
+        ``(K, S, adapter_init)``: K (n, n) float64, zero when no parameter is trained in every pick;
+        S (L, n, n) float64 in candidate order; {candidate name: lora_A (r, in_features)}.
+    """
+    validate_lora_config(lora_config)
+    validate_engine(engine)
+    output = output or default_output(model)
+    validate_output(output, model, batch)
+    if batch["input_ids"].shape[0] < 2:
+        raise InvalidInputError("a kernel needs at least 2 samples: pass more examples")
+    adapter_init = draw_adapter_init(candidates, lora_config, seed)
+    lora: dict[str, Probe] = {
+        c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
+    }
+    base = base_probes(model, lora_config, exclude=list(lora))
+    _, device = model_dtype_device(model)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    with evaluation_mode(model):
+        features = ENGINES[engine](
+            model, batch, {**base, **lora}, output, chunk_size=chunk_size, progress=show_progress
+        )
+    n = batch["input_ids"].shape[0]
+    base_kernel = torch.zeros(n, n, dtype=torch.float64, device=device)
+    for name in base:
+        base_kernel += gram(features[name])
+    contributions = torch.stack([gram(features[c.name]) for c in candidates])
+    return base_kernel.cpu(), contributions.cpu(), adapter_init

@@ -1,0 +1,73 @@
+"""Running the user's model for kernels: eval mode restored afterwards, frozen weights, model inputs, masks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..errors import KernelComputationError
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode (dropout off) and restore each module's own flag on exit."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached parameters and buffers, for ``functional_call`` without autograd on the base weights."""
+    state = {name: param.detach() for name, param in model.named_parameters(remove_duplicate=False)}
+    state.update(dict(model.named_buffers(remove_duplicate=False)))
+    return state
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The keyword arguments the model receives (labels stay out: the loss is computed here)."""
+    return {key: batch[key] for key in MODEL_INPUT_KEYS if key in batch}
+
+
+def logits_of(output: object) -> torch.Tensor:
+    """The ``logits`` of a transformers model output, or a typed error for a model without a head."""
+    logits = getattr(output, "logits", None)
+    if logits is None:
+        raise KernelComputationError(
+            f"the model returned {type(output).__name__} without logits: pass a model with a task head "
+            "(e.g. AutoModelForSequenceClassification or AutoModelForCausalLM), not a bare encoder"
+        )
+    return logits
+
+
+def is_causal(model: nn.Module) -> bool:
+    """True when the model's attention layers are causal (decoder-only models)."""
+    return any(getattr(module, "is_causal", False) is True for module in model.modules())
+
+
+def additive_mask(mask: torch.Tensor, *, causal: bool, dtype: torch.dtype) -> torch.Tensor:
+    """A ready 4D additive attention mask from a padding mask (b, T): (b, 1, 1, T) or causal (b, 1, T, T).
+
+    transformers uses a 4D mask as given, which avoids its data-dependent mask code under ``vmap``.
+    """
+    keep = mask[:, None, None, :].bool()
+    if causal:
+        length = mask.shape[-1]
+        keep = keep & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """dtype of the first floating-point parameter and its device."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype, param.device
+    raise KernelComputationError("the model has no floating-point parameter")

@@ -1,0 +1,53 @@
+"""Engine ``func``: ``torch.func.functional_call`` + ``vmap(jacrev(...))`` over samples, in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev, vmap
+from tqdm.auto import tqdm
+
+from .forward import additive_mask, frozen_state, is_causal, logits_of, model_dtype_device, model_inputs
+from .outputs import sample_outputs
+from .probes import Probe, Tensors, attached, flatten_features, probe_zeros
+
+
+def jacobians(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    probes: Mapping[str, Probe],
+    output: str,
+    *,
+    chunk_size: int = 8,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-sample Jacobians of the outputs w.r.t. every probe: {probe name: (n, c, P)}.
+
+    Each sample runs alone under ``vmap`` with a ready 4D attention mask (padding and causality).
+    """
+    state = frozen_state(model)
+    dtype, device = model_dtype_device(model)
+    causal = is_causal(model)
+    zeros = probe_zeros(probes, batch=None, dtype=dtype, device=device)
+    values: dict[str, Tensors] = {}
+
+    def output_of(probe_values: dict[str, Tensors], sample: dict[str, torch.Tensor]) -> torch.Tensor:
+        values.clear()
+        values.update(probe_values)
+        one = {key: value.unsqueeze(0) for key, value in sample.items()}
+        kwargs = model_inputs(one)
+        kwargs["attention_mask"] = additive_mask(one["attention_mask"], causal=causal, dtype=dtype)
+        logits = logits_of(functional_call(model, state, args=(), kwargs=kwargs))
+        return sample_outputs(logits, one, output)[0]
+
+    per_sample = vmap(jacrev(output_of), in_dims=(None, 0))
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in probes}
+    n = batch["input_ids"].shape[0]
+    with attached(model, probes, values):
+        for start in tqdm(range(0, n, chunk_size), desc="kernels (func)", disable=not progress):
+            chunk = {key: value[start : start + chunk_size] for key, value in batch.items()}
+            for name, grads in per_sample(zeros, chunk).items():
+                parts[name].append(flatten_features(grads, lead=2))
+    return {name: torch.cat(chunks) for name, chunks in parts.items()}

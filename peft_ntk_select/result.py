@@ -1,0 +1,163 @@
+"""``SelectionResult``: the ranking, the chosen ``LoraConfig``, the kernels, and JSON round-trip."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from peft.config import PeftConfigMixin
+from torch import nn
+
+from .candidates import Candidate
+from .errors import InvalidConfigError, InvalidInputError
+
+FORMAT = "peft_ntk_select.SelectionResult"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RankedSubset:
+    """One ranked subset: its modules and the spectrum of K + S_C (see ``spectral`` for conventions)."""
+
+    modules: tuple[str, ...]
+    ratio: float
+    lambda_max: float
+    lambda_min: float
+    kappa: float
+    num_params: int
+    risk: float | None = None
+    risk_lower: float | None = None
+    risk_upper: float | None = None
+
+
+def config_with_targets(config: LoraConfig, candidates: Sequence[Candidate]) -> LoraConfig:
+    """A copy of ``config`` targeting exactly these candidates by full module name (the user's is untouched)."""
+    picked = copy.deepcopy(config)
+    picked.target_modules = {candidate.name for candidate in candidates}
+    picked.fan_in_fan_out = any(candidate.fan_in_fan_out for candidate in candidates)
+    return picked
+
+
+def _config_to_json(config: LoraConfig) -> dict[str, Any]:
+    return {key: sorted(value) if isinstance(value, set) else value for key, value in config.to_dict().items()}
+
+
+def _tensor_to_json(tensor: torch.Tensor) -> dict[str, Any]:
+    return {"dtype": str(tensor.dtype).removeprefix("torch."), "data": tensor.tolist()}
+
+
+def _tensor_from_json(value: dict[str, Any]) -> torch.Tensor:
+    return torch.tensor(value["data"], dtype=getattr(torch, value["dtype"]))
+
+
+@dataclass
+class SelectionResult:
+    """What ``NTKSelector.select`` found.
+
+    Attributes:
+        candidates: the L candidates, in the order of ``contributions``.
+        ranking: ranked subsets, best (lowest spectral ratio) first.
+        lora_config: a copy of the user's config targeting ``ranking[0].modules``.
+        base_kernel: K (n, n) float64; contributions: S (L, n, n) float64.
+        adapter_init: {candidate name: lora_A (r, in_features)} at which the kernels were taken.
+        sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
+    """
+
+    candidates: list[Candidate]
+    ranking: list[RankedSubset]
+    lora_config: LoraConfig
+    base_kernel: torch.Tensor
+    contributions: torch.Tensor
+    adapter_init: dict[str, torch.Tensor]
+    sigma: float
+    seed: int
+    sample_indices: list[int]
+    engine: str
+    output: str
+    budget: int
+
+    def config_for(self, modules: Sequence[str]) -> LoraConfig:
+        """A ``LoraConfig`` like ``lora_config`` but targeting ``modules`` (names of candidates)."""
+        by_name = {candidate.name: candidate for candidate in self.candidates}
+        unknown = [name for name in modules if name not in by_name]
+        if unknown:
+            raise InvalidConfigError(f"modules {unknown} are not candidates of this result")
+        return config_with_targets(self.lora_config, [by_name[name] for name in modules])
+
+    def apply_init(self, peft_model: nn.Module, adapter_name: str = "default") -> None:
+        """Copy the lora_A at which the kernels were taken (and B = 0) into a model built from this config.
+
+        Training then starts exactly where the kernel was measured. ``peft_model`` is the result of
+        ``get_peft_model(model, result.lora_config)`` (or of ``config_for(...)``).
+        """
+        root = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+        modules = dict(root.named_modules())
+        adapted = [name for name in self.adapter_init if name in modules and hasattr(modules[name], "lora_A")]
+        if not adapted:
+            raise InvalidConfigError(
+                "the model has no LoRA layer on any candidate: build it with get_peft_model(model, result.lora_config)"
+            )
+        with torch.no_grad():
+            for name in adapted:
+                layer = modules[name]
+                if adapter_name not in layer.lora_A:
+                    raise InvalidConfigError(f"{name} has no adapter {adapter_name!r}: pass adapter_name=")
+                a_weight, b_weight = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
+                if a_weight.shape != self.adapter_init[name].shape:
+                    raise InvalidConfigError(
+                        f"{name}: lora_A has shape {tuple(a_weight.shape)}, the kernels used "
+                        f"{tuple(self.adapter_init[name].shape)}: build the model from result.lora_config"
+                    )
+                a_weight.copy_(self.adapter_init[name])
+                b_weight.zero_()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict holding everything (``from_dict`` rebuilds the result exactly)."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "candidates": [asdict(candidate) for candidate in self.candidates],
+            "ranking": [{**asdict(entry), "modules": list(entry.modules)} for entry in self.ranking],
+            "lora_config": _config_to_json(self.lora_config),
+            "base_kernel": _tensor_to_json(self.base_kernel),
+            "contributions": _tensor_to_json(self.contributions),
+            "adapter_init": {name: _tensor_to_json(a) for name, a in self.adapter_init.items()},
+            "sigma": self.sigma,
+            "seed": self.seed,
+            "sample_indices": list(self.sample_indices),
+            "engine": self.engine,
+            "output": self.output,
+            "budget": self.budget,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelectionResult:
+        """Rebuild a result from ``to_dict()`` output; a foreign or newer dict raises ``InvalidInputError``."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InvalidInputError("not a peft_ntk_select result (no 'format' field naming it)")
+        if data.get("version") != FORMAT_VERSION:
+            raise InvalidInputError(
+                f"result format version {data.get('version')!r} is not {FORMAT_VERSION}: "
+                "upgrade peft_ntk_select or recompute the result"
+            )
+        try:
+            return cls(
+                candidates=[Candidate(**candidate) for candidate in data["candidates"]],
+                ranking=[RankedSubset(**{**entry, "modules": tuple(entry["modules"])}) for entry in data["ranking"]],
+                lora_config=PeftConfigMixin.from_peft_type(**data["lora_config"]),
+                base_kernel=_tensor_from_json(data["base_kernel"]),
+                contributions=_tensor_from_json(data["contributions"]),
+                adapter_init={name: _tensor_from_json(a) for name, a in data["adapter_init"].items()},
+                sigma=data["sigma"],
+                seed=data["seed"],
+                sample_indices=list(data["sample_indices"]),
+                engine=data["engine"],
+                output=data["output"],
+                budget=data["budget"],
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidInputError(f"corrupt peft_ntk_select result: {err}") from err

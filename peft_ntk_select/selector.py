@@ -1,0 +1,186 @@
+"""``NTKSelector``: orchestrates inputs -> candidates -> kernels -> search -> result."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from torch import nn
+
+from .candidates import Candidate, discover_candidates
+from .errors import InvalidConfigError
+from .inputs import prepare_samples
+from .kernels import compute_kernels
+from .kernels.compute import validate_engine
+from .kernels.lora_init import module_rank, validate_lora_config
+from .kernels.outputs import OUTPUT_MODES, default_output
+from .result import RankedSubset, SelectionResult, config_with_targets
+from .search import DEFAULT_MAX_SUBSETS, check_budget, rank_subsets
+from .spectral import regression_targets
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[None]:
+    """Run on ``device``: move the model there for the block and back afterwards (no-op when None)."""
+    if device is None:
+        yield
+        return
+    original = {param.device for param in model.parameters()} | {buf.device for buf in model.buffers()}
+    if len(original) != 1:
+        raise InvalidConfigError(
+            "the model is spread over several devices (device_map): leave device=None to run it where it is"
+        )
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to(original.pop())
+
+
+class NTKSelector:
+    """Rank subsets of LoRA target modules by the spectrum of the empirical NTK (Algorithm 2).
+
+    ``select(data)`` computes the base kernel K (parameters trained in every pick: the task head) and one
+    contribution S_l per candidate, then ranks every subset C of ``budget`` candidates by the spectral
+    ratio r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I), lowest first.
+
+    Args:
+        model: a transformers model (not a PeftModel); it is left exactly as it was.
+        lora_config: the LoRA settings to select for (r, lora_alpha, use_rslora, patterns, task_type,
+            modules_to_save); its ``target_modules`` are ignored and it is never modified.
+        budget: number of modules in a subset.
+        n_samples: samples drawn (with ``seed``) from the data.
+        sigma: ridge strength sigma > 0.
+        seed: seed of the sample draw and of the LoRA A draw.
+        engine: ``func`` (torch.func), ``hooks`` (batched with hooks) or ``reference`` (per-sample loop).
+        output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
+        kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
+        device: where to compute (the model is moved there and back); None: where the model is.
+        show_progress: tqdm progress bars.
+        chunk_size: samples per forward pass.
+        max_subsets: refuse exhaustive search beyond this many subsets.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lora_config: LoraConfig,
+        *,
+        budget: int = 3,
+        n_samples: int = 32,
+        sigma: float = 1e-4,
+        seed: int = 0,
+        engine: str = "func",
+        output: str | None = None,
+        kinds: Iterable[str] | None = None,
+        layers: Iterable[int] | None = None,
+        modules: Sequence[str] | None = None,
+        device: str | torch.device | None = None,
+        show_progress: bool = True,
+        chunk_size: int = 8,
+        max_subsets: int = DEFAULT_MAX_SUBSETS,
+    ) -> None:
+        validate_lora_config(lora_config)
+        validate_engine(engine)
+        if output is not None and output not in OUTPUT_MODES:
+            raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
+        if not (isinstance(sigma, (int, float)) and sigma > 0):
+            raise InvalidConfigError(f"sigma={sigma!r} must be a number > 0 (the paper uses 1e-4)")
+        if not isinstance(n_samples, int) or n_samples < 2:
+            raise InvalidConfigError(f"n_samples={n_samples!r} must be an integer >= 2 (the paper uses 32)")
+        if not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
+        self.model = model
+        self.lora_config = lora_config
+        self.candidates: list[Candidate] = discover_candidates(
+            model,
+            rank=lambda name: module_rank(lora_config, name),
+            kinds=kinds,
+            layers=layers,
+            modules=modules,
+        )
+        check_budget(len(self.candidates), budget, max_subsets)
+        self.budget = budget
+        self.n_samples = n_samples
+        self.sigma = float(sigma)
+        self.seed = seed
+        self.engine = engine
+        self.output = output or default_output(model)
+        self.device = device
+        self.show_progress = show_progress
+        self.chunk_size = chunk_size
+        self.max_subsets = max_subsets
+
+    def select(self, data: Any) -> SelectionResult:
+        """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
+
+        Args:
+            data: a dict of tensors (tokenizer output), a tokenized ``datasets.Dataset`` or any map-style
+                dataset of dicts, or a DataLoader of dict batches; ``labels``/``label`` are optional.
+        """
+        pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
+        batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=self.seed, pad_token_id=pad_token_id)
+        logger.info(
+            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s",
+            len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output,
+        )  # fmt: skip
+        with _on_device(self.model, self.device):
+            base_kernel, contributions, adapter_init = compute_kernels(
+                self.model,
+                batch,
+                self.candidates,
+                self.lora_config,
+                engine=self.engine,
+                output=self.output,
+                seed=self.seed,
+                chunk_size=self.chunk_size,
+                show_progress=self.show_progress,
+            )
+        targets = self._targets(batch)
+        scored = rank_subsets(
+            contributions, base_kernel, sigma=self.sigma, budget=self.budget, targets=targets,
+            max_subsets=self.max_subsets,
+        )  # fmt: skip
+        ranking = [
+            RankedSubset(
+                modules=tuple(self.candidates[i].name for i in entry.indices),
+                ratio=entry.ratio,
+                lambda_max=entry.lambda_max,
+                lambda_min=entry.lambda_min,
+                kappa=entry.kappa,
+                num_params=sum(self.candidates[i].num_params for i in entry.indices),
+                risk=entry.risk,
+                risk_lower=entry.risk_lower,
+                risk_upper=entry.risk_upper,
+            )
+            for entry in scored
+        ]
+        best = [self.candidates[i] for i in scored[0].indices]
+        return SelectionResult(
+            candidates=list(self.candidates),
+            ranking=ranking,
+            lora_config=config_with_targets(self.lora_config, best),
+            base_kernel=base_kernel,
+            contributions=contributions,
+            adapter_init=adapter_init,
+            sigma=self.sigma,
+            seed=self.seed,
+            sample_indices=indices,
+            engine=self.engine,
+            output=self.output,
+            budget=self.budget,
+        )
+
+    def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Regression targets from sample labels (classifiers only), for the risk and its bounds."""
+        labels = batch.get("labels")
+        if labels is None or labels.dim() != 1:
+            return None
+        num_labels = int(getattr(getattr(self.model, "config", None), "num_labels", 1) or 1)
+        return regression_targets(labels, num_labels, signed=self.output == "margin")

@@ -1,0 +1,82 @@
+"""Spectral quantities of kernels, batched, in float64 (SCIENCE.md sections 2-3).
+
+Conventions: ``lambda_min``/``lambda_max`` are eigenvalues of the kernel itself (K + S_C, no sigma);
+sigma enters the ratio, the condition number and the risk through K + S_C + sigma I.
+
+Theorem 1 normalisation: with targets Y (n, c) the bounds are stated as in the paper, without 1/n,
+
+    sigma ||Y||^2 / (sigma + lambda_max)  <=  sigma tr(Y^T (K + sigma I)^-1 Y)  <=  sigma ||Y||^2 / (sigma + lambda_min)
+
+and they bracket exactly the kernel-ridge objective in the middle (``ridge_objective``). The training
+risk of the kernel-ridge solution, R = (1/n) ||sigma (K + sigma I)^-1 Y||^2 (``kernel_ridge_risk``),
+satisfies n R <= the upper bound; its own tight bounds are the squares sigma^2 ||Y||^2 / (sigma + lambda)^2.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _symmetric(matrices: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (matrices + matrices.transpose(-1, -2))
+
+
+def extreme_eigenvalues(kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda_min, lambda_max) of symmetric kernels (..., n, n), each of shape (...), float64."""
+    eigenvalues = torch.linalg.eigvalsh(_symmetric(kernels.double()))
+    return eigenvalues[..., 0], eigenvalues[..., -1]
+
+
+def subset_kernels(base_kernel: torch.Tensor, contributions: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
+    """K + S_C for each subset: K (n, n), S (L, n, n), subsets (m, k) indices -> (m, n, n) float64."""
+    return base_kernel.double() + contributions.double()[subsets].sum(dim=1)
+
+
+def spectral_ratio(lambda_max_subset: torch.Tensor, lambda_max_base: float, sigma: float) -> torch.Tensor:
+    """r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I), from lambda_max(K + S_C) (m,)."""
+    return (lambda_max_subset + sigma) / (lambda_max_base + sigma)
+
+
+def condition_number(lambda_min: torch.Tensor, lambda_max: torch.Tensor, sigma: float) -> torch.Tensor:
+    """kappa(K + sigma I) = (lambda_max + sigma) / (lambda_min + sigma)."""
+    return (lambda_max + sigma) / (lambda_min + sigma)
+
+
+def risk_bounds(
+    lambda_min: torch.Tensor, lambda_max: torch.Tensor, targets_norm_sq: float, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Theorem 1 as stated: (sigma ||Y||^2 / (sigma + lambda_max), sigma ||Y||^2 / (sigma + lambda_min))."""
+    return sigma * targets_norm_sq / (sigma + lambda_max), sigma * targets_norm_sq / (sigma + lambda_min)
+
+
+def _eigen_targets(kernels: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (..., n) and squared target energy per eigenvector (..., n) of K (..., n, n)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(_symmetric(kernels.double()))
+    energy = (eigenvectors.transpose(-1, -2) @ targets.double()).pow(2).sum(-1)
+    return eigenvalues, energy
+
+
+def ridge_objective(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+    """sigma tr(Y^T (K + sigma I)^-1 Y) for kernels (..., n, n), targets Y (n, c): shape (...)."""
+    eigenvalues, energy = _eigen_targets(kernels, targets)
+    return (sigma / (sigma + eigenvalues) * energy).sum(-1)
+
+
+def kernel_ridge_risk(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Training risk (1/n) ||Y - K (K + sigma I)^-1 Y||^2 = (1/n) ||sigma (K + sigma I)^-1 Y||^2: shape (...)."""
+    eigenvalues, energy = _eigen_targets(kernels, targets)
+    n = kernels.shape[-1]
+    return ((sigma / (sigma + eigenvalues)).pow(2) * energy).sum(-1) / n
+
+
+def regression_targets(labels: torch.Tensor, num_outputs: int, *, signed: bool) -> torch.Tensor:
+    """Targets Y (n, c) for kernel regression from labels (n,).
+
+    ``signed``: one column of +-1 (binary margin); else one-hot over ``num_outputs`` classes, or the
+    float labels as one column when they are not integers or the head has one output (regression).
+    """
+    if signed:
+        return (2.0 * labels.double() - 1.0).reshape(-1, 1)
+    if labels.is_floating_point() or num_outputs == 1:
+        return labels.double().reshape(-1, 1)
+    return torch.nn.functional.one_hot(labels.long(), max(num_outputs, int(labels.max()) + 1)).double()
