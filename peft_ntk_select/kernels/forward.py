@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,8 +28,8 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
 
 def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached parameters and buffers, for ``functional_call`` without autograd on the base weights."""
-    state = {name: param.detach() for name, param in model.named_parameters(remove_duplicate=False)}
-    state.update(dict(model.named_buffers(remove_duplicate=False)))
+    state = {name: param.detach() for name, param in model.named_parameters()}
+    state.update(dict(model.named_buffers()))
     return state
 
 
@@ -63,6 +64,16 @@ def additive_mask(mask: torch.Tensor, *, causal: bool, dtype: torch.dtype) -> to
         length = mask.shape[-1]
         keep = keep & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
     return torch.zeros(keep.shape, dtype=dtype, device=mask.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+
+def accepts_position_ids(model: nn.Module) -> bool:
+    """True when the model's forward takes ``position_ids``."""
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def causal_position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0.. of the real tokens of right-padded rows (b, T), as decoders derive them from the mask."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -9,7 +10,16 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
-from .forward import additive_mask, frozen_state, is_causal, logits_of, model_dtype_device, model_inputs
+from .forward import (
+    accepts_position_ids,
+    additive_mask,
+    causal_position_ids,
+    frozen_state,
+    is_causal,
+    logits_of,
+    model_dtype_device,
+    model_inputs,
+)
 from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, flatten_features, probe_zeros
 
@@ -25,11 +35,13 @@ def jacobians(
 ) -> dict[str, torch.Tensor]:
     """Per-sample Jacobians of the outputs w.r.t. every probe: {probe name: (n, c, P)}.
 
-    Each sample runs alone under ``vmap`` with a ready 4D attention mask (padding and causality).
+    Each sample runs alone under ``vmap`` with a ready 4D attention mask (padding and causality); decoders
+    also get explicit positions, since some (OPT) derive them from a 2D mask.
     """
     state = frozen_state(model)
     dtype, device = model_dtype_device(model)
     causal = is_causal(model)
+    explicit_positions = causal and accepts_position_ids(model)
     zeros = probe_zeros(probes, batch=None, dtype=dtype, device=device)
     values: dict[str, Tensors] = {}
 
@@ -39,13 +51,17 @@ def jacobians(
         one = {key: value.unsqueeze(0) for key, value in sample.items()}
         kwargs = model_inputs(one)
         kwargs["attention_mask"] = additive_mask(one["attention_mask"], causal=causal, dtype=dtype)
+        if explicit_positions:
+            kwargs["position_ids"] = causal_position_ids(one["attention_mask"])
         logits = logits_of(functional_call(model, state, args=(), kwargs=kwargs))
         return sample_outputs(logits, one, output)[0]
 
     per_sample = vmap(jacrev(output_of), in_dims=(None, 0))
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in probes}
     n = batch["input_ids"].shape[0]
-    with attached(model, probes, values):
+    with attached(model, probes, values), warnings.catch_warnings():
+        # sdpa has no vmap batching rule on CPU: torch warns once per call that it falls back to a loop
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
         for start in tqdm(range(0, n, chunk_size), desc="kernels (func)", disable=not progress):
             chunk = {key: value[start : start + chunk_size] for key, value in batch.items()}
             for name, grads in per_sample(zeros, chunk).items():

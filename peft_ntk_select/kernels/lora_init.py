@@ -39,10 +39,10 @@ def validate_lora_config(config: LoraConfig) -> None:
         )
     if config.lora_bias:
         raise InvalidConfigError("lora_bias=True is not supported: select with lora_bias=False")
-    if config.bias == "lora_only":
+    if config.bias != "none":
         raise InvalidConfigError(
-            "bias='lora_only' makes the bias of each picked module trainable, which is not modelled yet: "
-            "select with bias='none' or bias='all'"
+            f"bias={config.bias!r} trains bias vectors, whose kernel is not modelled yet: select with "
+            "bias='none', then set result.lora_config.bias if you wish"
         )
 
 

@@ -1,0 +1,85 @@
+"""Candidate discovery across families, prefixes and filters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_model
+from transformers import LlamaConfig, LlamaModel
+
+from peft_ntk_select import NoCandidatesError, discover_candidates
+from peft_ntk_select.errors import InvalidConfigError
+
+
+@pytest.mark.parametrize(
+    ("family", "names"),
+    [
+        ("bert", ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention.self.key",
+                  "bert.encoder.layer.0.attention.self.value"]),
+        ("roberta", ["roberta.encoder.layer.0.attention.self.query", "roberta.encoder.layer.0.attention.self.key",
+                     "roberta.encoder.layer.0.attention.self.value"]),
+        ("distilbert", ["distilbert.transformer.layer.0.attention.q_lin",
+                        "distilbert.transformer.layer.0.attention.k_lin",
+                        "distilbert.transformer.layer.0.attention.v_lin"]),
+        ("llama", ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj",
+                   "model.layers.0.self_attn.v_proj"]),
+        ("opt", ["model.decoder.layers.0.self_attn.k_proj", "model.decoder.layers.0.self_attn.v_proj",
+                 "model.decoder.layers.0.self_attn.q_proj"]),
+    ],
+)  # fmt: skip
+def test_each_family_has_q_k_v_candidates_per_layer(family, names):
+    candidates = discover_candidates(make_model(family), rank=4)
+    assert [c.name for c in candidates[:3]] == names
+    assert len(candidates) == 6
+    assert [c.layer for c in candidates] == [0, 0, 0, 1, 1, 1]
+    assert sorted(c.kind for c in candidates[:3]) == ["k", "q", "v"]
+
+
+def test_grouped_query_kv_candidates_are_smaller_than_q():
+    by_kind = {c.kind: c for c in discover_candidates(make_model("llama"), rank=4) if c.layer == 0}
+    assert (by_kind["q"].in_features, by_kind["q"].out_features) == (16, 16)
+    assert (by_kind["k"].out_features, by_kind["v"].out_features) == (8, 8)
+    assert by_kind["k"].num_params == 4 * (16 + 8) < by_kind["q"].num_params == 4 * (16 + 16)
+
+
+def test_bare_model_and_foreign_prefix_are_discovered():
+    bare = LlamaModel(LlamaConfig(vocab_size=20, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=16))  # fmt: skip
+    wrapper = torch.nn.Module()
+    wrapper.backbone = bare
+    assert [c.name for c in discover_candidates(bare)][:1] == ["layers.0.self_attn.q_proj"]
+    assert [c.name for c in discover_candidates(wrapper)][:1] == ["backbone.layers.0.self_attn.q_proj"]
+
+
+def test_kinds_and_layers_narrow_the_candidates():
+    candidates = discover_candidates(make_model("bert"), kinds=("q", "v"), layers=[1])
+    assert [(c.layer, c.kind) for c in candidates] == [(1, "q"), (1, "v")]
+
+
+def test_explicit_modules_replace_discovery():
+    names = ["bert.encoder.layer.1.output.dense", "bert.encoder.layer.0.attention.self.query"]
+    candidates = discover_candidates(make_model("bert"), rank=2, modules=names)
+    assert [c.name for c in candidates] == names
+    assert candidates[0].kind == "dense" and candidates[0].num_params == 2 * (32 + 16)
+
+
+def test_rank_can_depend_on_the_module():
+    candidates = discover_candidates(make_model("bert"), rank=lambda name: 8 if "layer.1" in name else 2)
+    assert [c.num_params for c in candidates] == [2 * 32] * 3 + [8 * 32] * 3
+
+
+def test_no_match_names_the_filters_and_the_fix():
+    with pytest.raises(NoCandidatesError, match="widen kinds/layers or pass modules="):
+        discover_candidates(make_model("bert"), layers=[7])
+
+
+def test_unknown_module_names_are_refused():
+    with pytest.raises(NoCandidatesError, match="not in the model"):
+        discover_candidates(make_model("bert"), modules=["bert.nothing"])
+    with pytest.raises(NoCandidatesError, match="not nn.Linear or Conv1D"):
+        discover_candidates(make_model("bert"), modules=["bert.encoder.layer.0.attention.output.LayerNorm"])
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(InvalidConfigError, match="unknown kinds"):
+        discover_candidates(make_model("bert"), kinds=("query",))

@@ -1,0 +1,113 @@
+"""The fast engines match the per-sample autograd reference on K and every S_l, for every family and output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import CAUSAL_LMS, CLASSIFIERS, make_batch, make_model
+from peft import LoraConfig
+
+from peft_ntk_select import compute_kernels, discover_candidates
+from peft_ntk_select.kernels import gram
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def kernels(family, engine, output, *, config=None, batch=None, chunk_size=2):
+    model = make_model(family)
+    config = config or LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM" if family in CAUSAL_LMS else "SEQ_CLS")
+    candidates = discover_candidates(model, rank=config.r)
+    batch = batch or make_batch(labels=None if family in CAUSAL_LMS else 2)
+    return compute_kernels(model, batch, candidates, config, engine=engine, output=output, chunk_size=chunk_size)
+
+
+CASES = [(f, o) for f in CLASSIFIERS for o in ("trace", "margin", "loss")]
+CASES += [(f, o) for f in CAUSAL_LMS for o in ("loss", "trace")]
+
+
+@pytest.mark.parametrize("engine", ["func", "hooks"])
+@pytest.mark.parametrize(("family", "output"), CASES)
+def test_engine_matches_reference_on_every_kernel(family, output, engine):
+    base_ref, contrib_ref, init_ref = kernels(family, "reference", output)
+    base, contrib, init = kernels(family, engine, output)
+    assert contrib_ref.abs().max() > 0
+    assert all(torch.equal(init[name], init_ref[name]) for name in init_ref)
+    for s, s_ref in zip(contrib, contrib_ref, strict=True):
+        assert rel_err(s, s_ref) <= 1e-8
+    if family in CAUSAL_LMS:
+        assert torch.equal(base, torch.zeros_like(base))
+    else:
+        assert base_ref.abs().max() > 0
+        assert rel_err(base, base_ref) <= 1e-8
+
+
+@pytest.mark.parametrize("engine", ["func", "hooks", "reference"])
+def test_kernels_are_symmetric_psd_float64(engine):
+    base, contrib, _ = kernels("llama", engine, "trace")
+    for matrix in (base, *contrib):
+        assert matrix.dtype == torch.float64
+        assert torch.allclose(matrix, matrix.T, rtol=0, atol=1e-12 * matrix.abs().max())
+        assert torch.linalg.eigvalsh(matrix).min() >= -1e-10 * matrix.abs().max()
+
+
+def test_kernels_do_not_depend_on_chunk_size():
+    _, one, _ = kernels("bert", "func", "trace", chunk_size=1)
+    _, five, _ = kernels("bert", "func", "trace", chunk_size=5)
+    assert rel_err(one, five) <= 1e-12
+
+
+def test_padding_does_not_change_a_sample_kernel():
+    batch = make_batch(n=3)
+    padded = {k: torch.cat([v, v[:, :3]], dim=1) if v.dim() == 2 else v for k, v in batch.items()}
+    padded["attention_mask"][:, batch["input_ids"].shape[1] :] = 0
+    padded["input_ids"][:, batch["input_ids"].shape[1] :] = 1
+    for engine in ("func", "hooks"):
+        base, contrib, _ = kernels("bert", engine, "trace", batch=batch)
+        base_p, contrib_p, _ = kernels("bert", engine, "trace", batch=padded)
+        assert rel_err(contrib_p, contrib) <= 1e-10
+        assert rel_err(base_p, base) <= 1e-10
+
+
+def test_gpt2_fused_c_attn_is_one_qkv_candidate_per_layer():
+    candidates = discover_candidates(make_model("gpt2"), rank=4)
+    assert [(c.layer, c.kind, c.in_features, c.out_features, c.fan_in_fan_out) for c in candidates] == [
+        (0, "qkv", 16, 48, True),
+        (1, "qkv", 16, 48, True),
+    ]
+
+
+def test_base_kernel_is_zero_without_trained_head():
+    config = LoraConfig(r=4, lora_alpha=8)  # no task_type: PEFT would not train the classifier
+    base, contrib, _ = kernels("bert", "hooks", "trace", config=config)
+    assert torch.equal(base, torch.zeros_like(base))
+    assert contrib.abs().max() > 0
+
+
+def test_modules_to_save_enter_the_base_kernel():
+    with_head, _, _ = kernels("bert", "hooks", "trace", config=LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"))
+    explicit, _, _ = kernels(
+        "bert", "hooks", "trace", config=LoraConfig(r=4, lora_alpha=8, modules_to_save=["classifier"])
+    )
+    assert torch.allclose(explicit, with_head, rtol=1e-12, atol=0)
+
+
+def test_contribution_scales_with_lora_scale_squared():
+    _, base_scale, _ = kernels("bert", "hooks", "trace", config=LoraConfig(r=4, lora_alpha=4, task_type="SEQ_CLS"))
+    _, double, _ = kernels("bert", "hooks", "trace", config=LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"))
+    assert torch.allclose(double, 4 * base_scale, rtol=1e-12, atol=0)
+
+
+def test_rslora_scale_is_alpha_over_sqrt_r():
+    plain = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    rs = LoraConfig(r=4, lora_alpha=8, use_rslora=True, task_type="SEQ_CLS")
+    _, s_plain, _ = kernels("bert", "hooks", "trace", config=plain)
+    _, s_rs, _ = kernels("bert", "hooks", "trace", config=rs)
+    assert torch.allclose(s_rs, s_plain * (8 / 2) ** 2 / (8 / 4) ** 2, rtol=1e-12, atol=0)
+
+
+def test_gram_sums_inner_products_over_outputs():
+    features = torch.randn(3, 2, 5, dtype=torch.float64)
+    expected = sum(features[:, a] @ features[:, a].T for a in range(2))
+    assert torch.allclose(gram(features), expected)

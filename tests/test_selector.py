@@ -1,0 +1,194 @@
+"""NTKSelector end to end: the config it returns, the result it keeps, and the model it leaves alone."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import datasets
+import pytest
+import torch
+from conftest import make_batch, make_model, model_snapshot
+from peft import LoraConfig, get_peft_model
+
+from peft_ntk_select import InvalidConfigError, NTKSelector, SelectionResult
+from peft_ntk_select.errors import InvalidInputError
+
+
+def select(family="bert", config=None, data=None, **kw):
+    model = make_model(family)
+    config = config or LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    kw = {"budget": 2, "show_progress": False, **kw}
+    return model, NTKSelector(model, config, **kw).select(data if data is not None else make_batch())
+
+
+def adapted_modules(peft_model) -> set[str]:
+    root = peft_model.get_base_model()
+    return {name for name, module in root.named_modules() if hasattr(module, "lora_A")}
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_peft_adapts_exactly_the_picked_modules(family):
+    model, result = select(family)
+    peft_model = get_peft_model(copy.deepcopy(model), result.lora_config)
+    assert adapted_modules(peft_model) == set(result.ranking[0].modules)
+    assert isinstance(result.lora_config, LoraConfig)
+
+
+@pytest.mark.parametrize("rank", [2, 5])
+def test_every_ranked_subset_config_adapts_its_modules_even_past_peft_suffix_compression(rank):
+    model = make_model("bert", num_hidden_layers=12)
+    config = LoraConfig(r=rank, lora_alpha=8, task_type="SEQ_CLS")
+    result = NTKSelector(model, config, budget=1, kinds=("q", "k", "v"), show_progress=False).select(make_batch())
+    all_names = [c.name for c in result.candidates]  # 36 names: PEFT compresses lists of >= 20
+    peft_model = get_peft_model(copy.deepcopy(model), result.config_for(all_names))
+    assert adapted_modules(peft_model) == set(all_names)
+    assert sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n) == sum(
+        c.num_params for c in result.candidates
+    )
+
+
+def test_gpt2_config_sets_fan_in_fan_out():
+    _, result = select("gpt2", budget=1)
+    assert result.lora_config.fan_in_fan_out is True
+
+
+def test_users_config_is_not_modified():
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    before = copy.deepcopy(config.to_dict())
+    _, result = select(config=config)
+    assert config.to_dict() == before
+    assert result.lora_config is not config and result.lora_config.r == 4
+
+
+def test_ranking_is_sorted_and_complete_with_parameter_counts():
+    _, result = select(budget=2)
+    assert len(result.ranking) == 15
+    ratios = [entry.ratio for entry in result.ranking]
+    assert ratios == sorted(ratios) and ratios[0] >= 1
+    by_name = {c.name: c for c in result.candidates}
+    for entry in result.ranking:
+        assert entry.num_params == sum(by_name[m].num_params for m in entry.modules)
+        assert entry.kappa == pytest.approx((entry.lambda_max + 1e-4) / (entry.lambda_min + 1e-4))
+        assert entry.risk_lower <= entry.risk_upper
+    assert set(result.lora_config.target_modules) == set(result.ranking[0].modules)
+
+
+def test_result_records_how_it_was_made():
+    _, result = select(data=make_batch(n=6), n_samples=4, seed=7, engine="hooks", sigma=1e-3)
+    assert (result.sigma, result.seed, result.engine, result.output, result.budget) == (1e-3, 7, "hooks", "trace", 2)
+    assert len(result.sample_indices) == 4 and result.base_kernel.shape == (4, 4)
+    assert result.contributions.shape == (len(result.candidates), 4, 4)
+    assert {name: a.shape for name, a in result.adapter_init.items()} == {c.name: (4, 16) for c in result.candidates}
+
+
+def test_json_round_trip_rebuilds_the_result_exactly():
+    _, result = select()
+    again = SelectionResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.ranking == result.ranking
+    assert again.candidates == result.candidates
+    assert torch.equal(again.contributions, result.contributions) and torch.equal(again.base_kernel, result.base_kernel)
+    assert all(torch.equal(again.adapter_init[k], v) for k, v in result.adapter_init.items())
+    assert again.lora_config == result.lora_config
+    assert (again.sigma, again.seed, again.sample_indices, again.engine) == (
+        result.sigma, result.seed, result.sample_indices, result.engine)  # fmt: skip
+
+
+@pytest.mark.parametrize("data", [{"format": "something else"}, {"format": "peft_ntk_select.SelectionResult",
+                                                                     "version": 99}, [1, 2]])  # fmt: skip
+def test_foreign_dicts_are_refused(data):
+    with pytest.raises(InvalidInputError):
+        SelectionResult.from_dict(data)
+
+
+def test_corrupt_result_is_refused():
+    _, result = select()
+    data = result.to_dict()
+    del data["ranking"]
+    with pytest.raises(InvalidInputError, match="corrupt"):
+        SelectionResult.from_dict(data)
+
+
+def test_apply_init_starts_training_where_the_kernel_was_measured():
+    model, result = select()
+    peft_model = get_peft_model(copy.deepcopy(model), result.lora_config)
+    result.apply_init(peft_model)
+    root = peft_model.get_base_model()
+    for name in result.ranking[0].modules:
+        layer = root.get_submodule(name)
+        assert torch.equal(layer.lora_A["default"].weight, result.adapter_init[name].double())
+        assert not layer.lora_B["default"].weight.any()
+    batch = make_batch()
+    with torch.no_grad():
+        assert torch.allclose(peft_model(**{k: v for k, v in batch.items() if k != "labels"}).logits,
+                              model(**{k: v for k, v in batch.items() if k != "labels"}).logits)  # fmt: skip
+
+
+def test_apply_init_refuses_a_model_without_lora():
+    model, result = select()
+    with pytest.raises(InvalidConfigError, match="get_peft_model"):
+        result.apply_init(model)
+
+
+def test_same_seed_same_result_and_seed_changes_lora_draw():
+    _, first = select(seed=0)
+    _, again = select(seed=0)
+    _, other = select(seed=1)
+    assert first.ranking == again.ranking
+    assert not torch.equal(other.contributions, first.contributions)
+
+
+def test_tokenized_dataset_gives_the_same_kernels_as_the_dict():
+    batch = make_batch(n=5)
+    _, from_dict = select(data=batch)
+    _, from_dataset = select(data=datasets.Dataset.from_dict({k: v.tolist() for k, v in batch.items()}))
+    assert torch.allclose(from_dataset.contributions, from_dict.contributions, rtol=1e-12, atol=0)
+
+
+def test_causal_lm_defaults_to_loss_output_and_zero_base_kernel():
+    model = make_model("llama_lm")
+    result = NTKSelector(model, LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM"), budget=1,
+                         show_progress=False).select(make_batch(labels=None))  # fmt: skip
+    assert result.output == "loss"
+    assert not result.base_kernel.any()
+    assert result.ranking[0].risk is None
+
+
+def test_device_argument_runs_there_and_leaves_the_model_where_it_was():
+    model = make_model("bert")
+    before = model_snapshot(model)
+    NTKSelector(model, LoraConfig(r=2, task_type="SEQ_CLS"), budget=1, device="cpu", show_progress=False).select(
+        make_batch()
+    )
+    assert model_snapshot(model) == before
+
+
+def user_model():
+    """A model as users hold it: training mode, a frozen embedding, a forward hook, a stale grad."""
+    model = make_model("bert").train()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    model.bert.encoder.layer[0].register_forward_hook(lambda module, args, output: None)
+    model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
+    return model
+
+
+@pytest.mark.parametrize("engine", ["func", "hooks", "reference"])
+def test_model_is_unchanged_after_select(engine):
+    model = user_model()
+    before = model_snapshot(model)
+    NTKSelector(model, LoraConfig(r=2, task_type="SEQ_CLS"), budget=1, engine=engine, show_progress=False).select(
+        make_batch()
+    )
+    assert model_snapshot(model) == before
+    assert torch.equal(model.classifier.weight.grad, torch.ones_like(model.classifier.weight))
+
+
+@pytest.mark.parametrize("engine", ["func", "hooks", "reference"])
+def test_model_is_unchanged_when_an_error_is_raised_mid_way(engine):
+    model = make_model("bert", num_labels=3).train()
+    before = model_snapshot(model)
+    selector = NTKSelector(model, LoraConfig(r=2, task_type="SEQ_CLS"), budget=1, engine=engine, output="margin",
+                           show_progress=False)  # fmt: skip
+    with pytest.raises(InvalidConfigError, match="binary classifier"):
+        selector.select(make_batch(labels=3))  # raised inside the forward pass, hooks attached, eval mode on
+    assert model_snapshot(model) == before
