@@ -21,7 +21,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-VOCAB = 60
+VOCAB = 24
 PAD = 1
 
 
