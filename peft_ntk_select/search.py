@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -45,13 +46,32 @@ def enumerate_subsets(num_candidates: int, budget: int) -> torch.Tensor:
     return torch.tensor(combos, dtype=torch.long).reshape(len(combos), budget)
 
 
+def _is_integer(value: object) -> bool:
+    """True for ints and numpy integers, False for bools, floats and everything else."""
+    if isinstance(value, bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def check_sigma(sigma: object) -> float:
+    """Validate sigma (finite, > 0) and return it as a float."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
+        raise InvalidConfigError(f"sigma={sigma!r} must be a finite number > 0 (the paper uses 1e-4)")
+    return float(sigma)
+
+
 def check_budget(num_candidates: int, budget: int, max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
     """Validate the budget; return the number of subsets exhaustive search would score."""
-    if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= num_candidates:
+    if not _is_integer(budget) or not 1 <= budget <= num_candidates:
         raise InvalidConfigError(
             f"budget={budget!r} must be an integer between 1 and the number of candidates ({num_candidates}): "
             "lower it, or widen the candidates (kinds=, layers=, modules=)"
         )
+    budget = operator.index(budget)
     count = math.comb(num_candidates, budget)
     if count > max_subsets:
         raise SearchSpaceTooLargeError(
@@ -83,10 +103,11 @@ def rank_subsets(
 
     Ties in the ratio keep lexicographic order of the indices, so the ranking is deterministic.
     """
-    if not sigma > 0:
-        raise InvalidConfigError(f"sigma={sigma!r} must be > 0 (the paper uses 1e-4)")
+    sigma = check_sigma(sigma)
+    if top is not None and (not _is_integer(top) or top < 1):
+        raise InvalidConfigError(f"top={top!r} must be a positive integer, or None for the whole ranking")
     check_budget(contributions.shape[0], budget, max_subsets)
-    subsets = enumerate_subsets(contributions.shape[0], budget)
+    subsets = enumerate_subsets(contributions.shape[0], operator.index(budget))
     _, base_max = extreme_eigenvalues(base_kernel)
     lambda_min, lambda_max, risk = [], [], []
     for start in range(0, subsets.shape[0], batch_size):

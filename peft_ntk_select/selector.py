@@ -19,7 +19,7 @@ from .kernels.compute import validate_engine
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
 from .result import RankedSubset, SelectionResult, config_with_targets
-from .search import DEFAULT_MAX_SUBSETS, check_budget, rank_subsets
+from .search import DEFAULT_MAX_SUBSETS, check_budget, check_sigma, rank_subsets
 from .spectral import regression_targets
 
 logger = logging.getLogger(__name__)
@@ -90,8 +90,6 @@ class NTKSelector:
         validate_engine(engine)
         if output is not None and output not in OUTPUT_MODES:
             raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
-        if not (isinstance(sigma, (int, float)) and sigma > 0):
-            raise InvalidConfigError(f"sigma={sigma!r} must be a number > 0 (the paper uses 1e-4)")
         if not isinstance(n_samples, int) or n_samples < 2:
             raise InvalidConfigError(f"n_samples={n_samples!r} must be an integer >= 2 (the paper uses 32)")
         if not isinstance(chunk_size, int) or chunk_size < 1:
@@ -106,9 +104,9 @@ class NTKSelector:
             modules=modules,
         )
         check_budget(len(self.candidates), budget, max_subsets)
-        self.budget = budget
+        self.budget = int(budget)
         self.n_samples = n_samples
-        self.sigma = float(sigma)
+        self.sigma = check_sigma(sigma)
         self.seed = seed
         self.engine = engine
         self.output = output or default_output(model)

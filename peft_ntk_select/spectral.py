@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InvalidInputError
+
 
 def _symmetric(matrices: torch.Tensor) -> torch.Tensor:
     return 0.5 * (matrices + matrices.transpose(-1, -2))
@@ -72,11 +74,18 @@ def kernel_ridge_risk(kernels: torch.Tensor, targets: torch.Tensor, sigma: float
 def regression_targets(labels: torch.Tensor, num_outputs: int, *, signed: bool) -> torch.Tensor:
     """Targets Y (n, c) for kernel regression from labels (n,).
 
-    ``signed``: one column of +-1 (binary margin); else one-hot over ``num_outputs`` classes, or the
-    float labels as one column when they are not integers or the head has one output (regression).
+    ``signed``: one column of +-1 from 0/1 labels (binary margin); else one-hot over ``num_outputs``
+    classes, or the labels as one float column when they are floats or the head has one output
+    (regression). Class labels outside [0, classes) raise ``InvalidInputError``.
     """
+    if labels.is_floating_point() and not signed or num_outputs == 1:
+        return labels.double().reshape(-1, 1)
+    classes = 2 if signed else num_outputs
+    if bool((labels < 0).any()) or bool((labels >= classes).any()) or labels.is_floating_point():
+        raise InvalidInputError(
+            f"class labels must be integers in [0, {classes - 1}] for a head with {classes} outputs, got "
+            f"{sorted(set(labels.tolist()))}: fix the labels or the model's num_labels"
+        )
     if signed:
         return (2.0 * labels.double() - 1.0).reshape(-1, 1)
-    if labels.is_floating_point() or num_outputs == 1:
-        return labels.double().reshape(-1, 1)
-    return torch.nn.functional.one_hot(labels.long(), max(num_outputs, int(labels.max()) + 1)).double()
+    return torch.nn.functional.one_hot(labels.long(), classes).double()
