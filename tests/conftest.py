@@ -59,8 +59,8 @@ def _llama_lm(**kw):
 
 
 def _gpt2_config(**kw):
-    return GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=40, pad_token_id=PAD,
-                      bos_token_id=0, eos_token_id=0, **kw)  # fmt: skip
+    return GPT2Config(**{"vocab_size": VOCAB, "n_embd": 16, "n_layer": 2, "n_head": 2, "n_positions": 40,
+                         "pad_token_id": PAD, "bos_token_id": 0, "eos_token_id": 0, **kw})  # fmt: skip
 
 
 def _gpt2(**kw):

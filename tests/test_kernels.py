@@ -7,7 +7,7 @@ import torch
 from conftest import CAUSAL_LMS, CLASSIFIERS, make_batch, make_model
 from peft import LoraConfig
 
-from peft_ntk_select import compute_kernels, discover_candidates
+from peft_ntk_select import InvalidConfigError, compute_kernels, discover_candidates
 from peft_ntk_select.kernels import gram
 
 
@@ -111,3 +111,29 @@ def test_gram_sums_inner_products_over_outputs():
     features = torch.randn(3, 2, 5, dtype=torch.float64)
     expected = sum(features[:, a] @ features[:, a].T for a in range(2))
     assert torch.allclose(gram(features), expected)
+
+
+@pytest.mark.parametrize("engine", ["func", "hooks", "reference"])
+def test_bfloat16_model_gives_float64_kernels_close_to_float32(engine):
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    batch = make_batch()
+    results = []
+    for dtype in (torch.float32, torch.bfloat16):
+        model = make_model("llama").to(dtype)
+        candidates = discover_candidates(model, rank=4)
+        results.append(compute_kernels(model, batch, candidates, config, engine=engine))
+    (base32, contrib32, _), (base16, contrib16, _) = results
+    assert base16.dtype == contrib16.dtype == torch.float64
+    assert torch.isfinite(contrib16).all()
+    assert rel_err(contrib16, contrib32) <= 5e-2 and rel_err(base16, base32) <= 5e-2
+
+
+def test_decoder_classifier_without_pad_token_is_refused_when_samples_are_padded():
+    model = make_model("gpt2", pad_token_id=None)
+    candidates = discover_candidates(model, rank=4)
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    with pytest.raises(InvalidConfigError, match="set model.config.pad_token_id"):
+        compute_kernels(model, make_batch(), candidates, config)
+    unpadded = {k: v[:1].repeat(2, *[1] * (v.dim() - 1)) for k, v in make_batch().items()}
+    base, _, _ = compute_kernels(model, unpadded, candidates, config)
+    assert base.abs().max() > 0

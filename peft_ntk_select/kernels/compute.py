@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from accelerate.utils import send_to_device
 from peft import LoraConfig
 from torch import nn
 
@@ -12,9 +13,9 @@ from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError
 from . import func, hooks, reference
 from .base import base_probes
-from .forward import evaluation_mode, model_dtype_device
+from .forward import check_padding_token, evaluation_mode, model_dtype_device
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
-from .outputs import default_output, validate_output
+from .outputs import default_output, is_token_level, validate_output
 from .probes import LoraProbe, Probe
 
 Engine = Callable[..., dict[str, torch.Tensor]]
@@ -70,8 +71,9 @@ def compute_kernels(
         c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
     }
     base = base_probes(model, lora_config, exclude=list(lora))
+    check_padding_token(model, batch, is_token_level(model))
     _, device = model_dtype_device(model)
-    batch = {key: value.to(device) for key, value in batch.items()}
+    batch = send_to_device(batch, device)
     with evaluation_mode(model):
         features = ENGINES[engine](
             model, batch, {**base, **lora}, output, chunk_size=chunk_size, progress=show_progress

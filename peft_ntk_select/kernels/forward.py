@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..errors import KernelComputationError
+from ..errors import InvalidConfigError, KernelComputationError
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -74,6 +74,21 @@ def accepts_position_ids(model: nn.Module) -> bool:
 def causal_position_ids(mask: torch.Tensor) -> torch.Tensor:
     """Positions 0.. of the real tokens of right-padded rows (b, T), as decoders derive them from the mask."""
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def feature_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of probes and per-sample gradients: float32 for half-precision models, else the model's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def check_padding_token(model: nn.Module, batch: dict[str, torch.Tensor], token_level: bool) -> None:
+    """Decoder classifiers find each sample's last token through ``config.pad_token_id``: require it with padding."""
+    padded = not bool(batch["attention_mask"].bool().all())
+    if padded and is_causal(model) and not token_level and getattr(model.config, "pad_token_id", None) is None:
+        raise InvalidConfigError(
+            "the samples need padding but model.config.pad_token_id is None, so the classifier cannot find "
+            "each sample's last token: set model.config.pad_token_id (e.g. to tokenizer.eos_token_id)"
+        )
 
 
 def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:

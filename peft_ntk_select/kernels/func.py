@@ -14,6 +14,7 @@ from .forward import (
     accepts_position_ids,
     additive_mask,
     causal_position_ids,
+    feature_dtype,
     frozen_state,
     is_causal,
     logits_of,
@@ -42,7 +43,7 @@ def jacobians(
     dtype, device = model_dtype_device(model)
     causal = is_causal(model)
     explicit_positions = causal and accepts_position_ids(model)
-    zeros = probe_zeros(probes, batch=None, dtype=dtype, device=device)
+    zeros = probe_zeros(probes, batch=None, dtype=feature_dtype(dtype), device=device)
     values: dict[str, Tensors] = {}
 
     def output_of(probe_values: dict[str, Tensors], sample: dict[str, torch.Tensor]) -> torch.Tensor:

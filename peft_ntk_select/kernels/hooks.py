@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .forward import frozen_state, logits_of, model_dtype_device, model_inputs
+from .forward import feature_dtype, frozen_state, logits_of, model_dtype_device, model_inputs
 from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, features_by_probe, probe_zeros
 
@@ -36,7 +36,7 @@ def jacobians(
     with attached(model, probes, values), torch.enable_grad():
         for start in tqdm(range(0, n, chunk_size), desc="kernels (hooks)", disable=not progress):
             chunk = {key: value[start : start + chunk_size] for key, value in batch.items()}
-            zeros = probe_zeros(probes, batch=chunk["input_ids"].shape[0], dtype=dtype, device=device)
+            zeros = probe_zeros(probes, batch=chunk["input_ids"].shape[0], dtype=feature_dtype(dtype), device=device)
             leaves = [tensor.requires_grad_() for tensors in zeros.values() for tensor in tensors]
             values.clear()
             values.update(zeros)

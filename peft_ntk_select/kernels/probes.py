@@ -8,8 +8,9 @@ the gradient with respect to the parameter block they stand for:
 - ``LinearProbe``: delta = x dW^T + db, tensors (dW, db) - the weight and bias of a Linear/Conv1D layer.
 
 Tensors are unbatched (the parameter's shape) or carry a leading per-sample dimension (b, ...), which
-gives per-sample gradients from one batched backward pass. Hooks are removed on exit; the model's own
-parameters, flags and hooks are never touched.
+gives per-sample gradients from one batched backward pass. The delta is computed in the tensors' dtype
+(float32 for half-precision models), so per-sample gradients accumulate in float32 or better. Hooks are
+removed on exit; the model's own parameters, flags and hooks are never touched.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def attached(model: nn.Module, probes: Mapping[str, Probe], values: Mapping[str,
 
     def make_hook(name: str, probe: Probe):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return output + probe.delta(args[0], values[name])
+            tensors = values[name]
+            return output + probe.delta(args[0].to(tensors[0].dtype), tensors).to(output.dtype)
 
         return hook
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .forward import logits_of, model_dtype_device, model_inputs
+from .forward import feature_dtype, logits_of, model_dtype_device, model_inputs
 from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, features_by_probe, probe_zeros
 
@@ -45,7 +45,7 @@ def jacobians(
     with attached(model, probes, values), torch.enable_grad():
         for i in tqdm(range(n), desc="kernels (reference)", disable=not progress):
             sample = _unpadded(batch, i)
-            zeros = probe_zeros(probes, batch=None, dtype=dtype, device=device)
+            zeros = probe_zeros(probes, batch=None, dtype=feature_dtype(dtype), device=device)
             leaves = [tensor.requires_grad_() for tensors in zeros.values() for tensor in tensors]
             values.clear()
             values.update(zeros)
