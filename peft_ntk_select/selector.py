@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -148,14 +149,8 @@ class NTKSelector:
         ranking = [
             RankedSubset(
                 modules=tuple(self.candidates[i].name for i in entry.indices),
-                ratio=entry.ratio,
-                lambda_max=entry.lambda_max,
-                lambda_min=entry.lambda_min,
-                kappa=entry.kappa,
                 num_params=sum(self.candidates[i].num_params for i in entry.indices),
-                risk=entry.risk,
-                risk_lower=entry.risk_lower,
-                risk_upper=entry.risk_upper,
+                **{key: value for key, value in asdict(entry).items() if key != "indices"},
             )
             for entry in scored
         ]

@@ -11,23 +11,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from strategies import ENTRIES, FAST, SIGMAS, psd_matrices
 
 from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
 from peft_ntk_select.search import check_budget, enumerate_subsets, rank_subsets
 from peft_ntk_select.spectral import kernel_ridge_risk, risk_bounds
-
-# Floats in [-1, 1]; magnitudes below 1e-6 flushed to 0 so that no product or square goes subnormal.
-ENTRIES = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False).map(lambda x: 0.0 if abs(x) < 1e-6 else x)
-SIGMAS = st.floats(1e-4, 10.0)
-FAST = settings(max_examples=40, deadline=None)
-
-
-@st.composite
-def psd_matrices(draw: st.DrawFn, n: int) -> torch.Tensor:
-    """G G^T (symmetrised exactly) for a random float64 G of shape (n, m), m in 1..8."""
-    g = torch.from_numpy(draw(arrays(np.float64, (n, draw(st.integers(1, 8))), elements=ENTRIES)))
-    gram = g @ g.T
-    return 0.5 * (gram + gram.T)
 
 
 @st.composite
