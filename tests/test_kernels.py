@@ -137,3 +137,12 @@ def test_decoder_classifier_without_pad_token_is_refused_when_samples_are_padded
     unpadded = {k: v[:1].repeat(2, *[1] * (v.dim() - 1)) for k, v in make_batch().items()}
     base, _, _ = compute_kernels(model, unpadded, candidates, config)
     assert base.abs().max() > 0
+
+
+def test_dropout_is_off_when_the_model_is_in_training_mode():
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    model = make_model("bert", hidden_dropout_prob=0.5, attention_probs_dropout_prob=0.5)
+    candidates = discover_candidates(model, rank=4)
+    _, in_eval, _ = compute_kernels(model, make_batch(), candidates, config, engine="hooks")
+    _, in_train, _ = compute_kernels(model.train(), make_batch(), candidates, config, engine="hooks")
+    assert torch.equal(in_train, in_eval)
