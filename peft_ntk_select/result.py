@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,9 +16,12 @@ from torch import nn
 
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
+from .report import plot_report
+from .search import ScoredSubset, score_subsets
 
 FORMAT = "peft_ntk_select.SelectionResult"
 FORMAT_VERSION = 1
+RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,15 @@ class RankedSubset:
     risk_upper: float | None = None
 
 
+def ranked(entry: ScoredSubset, candidates: Sequence[Candidate]) -> RankedSubset:
+    """A scored subset of candidate indices as a ranked subset of module names with its parameter count."""
+    return RankedSubset(
+        modules=tuple(candidates[i].name for i in entry.indices),
+        num_params=sum(candidates[i].num_params for i in entry.indices),
+        **{key: value for key, value in asdict(entry).items() if key != "indices"},
+    )
+
+
 def config_with_targets(config: LoraConfig, candidates: Sequence[Candidate]) -> LoraConfig:
     """A copy of ``config`` targeting exactly these candidates by full module name (the user's is untouched)."""
     picked = copy.deepcopy(config)
@@ -46,12 +60,12 @@ def _config_to_json(config: LoraConfig) -> dict[str, Any]:
     return {key: sorted(value) if isinstance(value, set) else value for key, value in config.to_dict().items()}
 
 
-def _tensor_to_json(tensor: torch.Tensor) -> dict[str, Any]:
-    return {"dtype": str(tensor.dtype).removeprefix("torch."), "data": tensor.tolist()}
+def _tensor_to_json(tensor: torch.Tensor | None) -> dict[str, Any] | None:
+    return None if tensor is None else {"dtype": str(tensor.dtype).removeprefix("torch."), "data": tensor.tolist()}
 
 
-def _tensor_from_json(value: dict[str, Any]) -> torch.Tensor:
-    return torch.tensor(value["data"], dtype=getattr(torch, value["dtype"]))
+def _tensor_from_json(value: dict[str, Any] | None) -> torch.Tensor | None:
+    return None if value is None else torch.tensor(value["data"], dtype=getattr(torch, value["dtype"]))
 
 
 @dataclass
@@ -65,6 +79,7 @@ class SelectionResult:
         base_kernel: K (n, n) float64; contributions: S (L, n, n) float64.
         adapter_init: {candidate name: lora_A (r, in_features)} at which the kernels were taken.
         sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
+        targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
     """
 
     candidates: list[Candidate]
@@ -79,14 +94,26 @@ class SelectionResult:
     engine: str
     output: str
     budget: int
+    targets: torch.Tensor | None = None
+
+    def score(self, modules: Sequence[str]) -> RankedSubset:
+        """Spectral ratio, spectrum and risk of any set of candidates (e.g. PEFT's default placement)."""
+        indices = self._indices(modules)
+        entry = score_subsets(
+            self.contributions, self.base_kernel, torch.tensor([indices]), sigma=self.sigma, targets=self.targets
+        )[0]
+        return ranked(entry, self.candidates)
+
+    def _indices(self, modules: Sequence[str]) -> list[int]:
+        position = {candidate.name: i for i, candidate in enumerate(self.candidates)}
+        unknown = [name for name in modules if name not in position]
+        if unknown:
+            raise InvalidConfigError(f"modules {unknown} are not candidates of this result")
+        return [position[name] for name in modules]
 
     def config_for(self, modules: Sequence[str]) -> LoraConfig:
         """A ``LoraConfig`` like ``lora_config`` but targeting ``modules`` (names of candidates)."""
-        by_name = {candidate.name: candidate for candidate in self.candidates}
-        unknown = [name for name in modules if name not in by_name]
-        if unknown:
-            raise InvalidConfigError(f"modules {unknown} are not candidates of this result")
-        return config_with_targets(self.lora_config, [by_name[name] for name in modules])
+        return config_with_targets(self.lora_config, [self.candidates[i] for i in self._indices(modules)])
 
     def apply_init(self, peft_model: nn.Module, adapter_name: str = "default") -> None:
         """Copy the lora_A at which the kernels were taken (and B = 0) into a model built from this config.
@@ -132,6 +159,7 @@ class SelectionResult:
             "engine": self.engine,
             "output": self.output,
             "budget": self.budget,
+            "targets": _tensor_to_json(self.targets),
         }
 
     @classmethod
@@ -158,6 +186,38 @@ class SelectionResult:
                 engine=data["engine"],
                 output=data["output"],
                 budget=data["budget"],
+                targets=_tensor_from_json(data["targets"]),
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise InvalidInputError(f"corrupt peft_ntk_select result: {err}") from err
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``result.json`` and the picked ``adapter_config.json`` (``LoraConfig.from_pretrained`` loads it)."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RESULT_FILE).write_text(json.dumps(self.to_dict()))
+        self.lora_config.save_pretrained(str(folder))
+        return folder
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SelectionResult:
+        """Read a result written by ``save``; a missing, corrupt or foreign file raises ``InvalidInputError``."""
+        path = Path(directory) / RESULT_FILE
+        if not path.is_file():
+            raise InvalidInputError(f"{path} does not exist: pass the folder written by SelectionResult.save")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InvalidInputError(f"{path} is not valid JSON ({err}): the file is corrupt; recompute it") from err
+        return cls.from_dict(data)
+
+    def plot(self, path: str | Path | None = None, top: int = 5):
+        """Spectra of K + S_C for the ``top`` picks and the ratio of every ranked subset (needs matplotlib)."""
+        short = {c.name: f"L{c.layer}.{c.kind}" for c in self.candidates}
+        picks = [tuple(self._indices(entry.modules)) for entry in self.ranking[:top]]
+        labels = [
+            f"#{rank} " + " ".join(short[m] for m in entry.modules) for rank, entry in enumerate(self.ranking[:top])
+        ]
+        return plot_report(
+            self.base_kernel, self.contributions, picks, labels, [entry.ratio for entry in self.ranking], path
+        )

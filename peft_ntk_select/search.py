@@ -82,6 +82,40 @@ def check_budget(num_candidates: int, budget: int, max_subsets: int = DEFAULT_MA
     return count
 
 
+def score_subsets(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    subsets: torch.Tensor,
+    *,
+    sigma: float,
+    targets: torch.Tensor | None = None,
+    batch_size: int = 4096,
+) -> list[ScoredSubset]:
+    """Score given subsets, in their order: S (L, n, n), K (n, n), subsets (m, k) candidate indices."""
+    sigma = check_sigma(sigma)
+    _, base_max = extreme_eigenvalues(base_kernel)
+    lambda_min, lambda_max, risk = [], [], []
+    for start in range(0, subsets.shape[0], batch_size):
+        kernels = subset_kernels(base_kernel, contributions, subsets[start : start + batch_size])
+        low, high = extreme_eigenvalues(kernels)
+        lambda_min.append(low)
+        lambda_max.append(high)
+        if targets is not None:
+            risk.append(kernel_ridge_risk(kernels, targets, sigma))
+    low, high = torch.cat(lambda_min), torch.cat(lambda_max)
+    ratio = spectral_ratio(high, float(base_max), sigma)
+    kappa = condition_number(low, high, sigma)
+    bounds: tuple[list[float | None], ...] = ([None] * len(low),) * 3
+    if targets is not None:
+        lower, upper = risk_bounds(low, high, float(targets.double().pow(2).sum()), sigma)
+        bounds = (torch.cat(risk).tolist(), lower.tolist(), upper.tolist())
+    return [
+        ScoredSubset(tuple(row), float(ratio[i]), float(high[i]), float(low[i]), float(kappa[i]),
+                     bounds[0][i], bounds[1][i], bounds[2][i])
+        for i, row in enumerate(subsets.tolist())
+    ]  # fmt: skip
+
+
 def rank_subsets(
     contributions: torch.Tensor,
     base_kernel: torch.Tensor,
@@ -108,28 +142,6 @@ def rank_subsets(
         raise InvalidConfigError(f"top={top!r} must be a positive integer, or None for the whole ranking")
     check_budget(contributions.shape[0], budget, max_subsets)
     subsets = enumerate_subsets(contributions.shape[0], operator.index(budget))
-    _, base_max = extreme_eigenvalues(base_kernel)
-    lambda_min, lambda_max, risk = [], [], []
-    for start in range(0, subsets.shape[0], batch_size):
-        kernels = subset_kernels(base_kernel, contributions, subsets[start : start + batch_size])
-        low, high = extreme_eigenvalues(kernels)
-        lambda_min.append(low)
-        lambda_max.append(high)
-        if targets is not None:
-            risk.append(kernel_ridge_risk(kernels, targets, sigma))
-    low, high = torch.cat(lambda_min), torch.cat(lambda_max)
-    ratio = spectral_ratio(high, float(base_max), sigma)
-    kappa = condition_number(low, high, sigma)
-    bounds: tuple[list[float | None], ...] = ([None] * len(low),) * 3
-    if targets is not None:
-        lower, upper = risk_bounds(low, high, float(targets.double().pow(2).sum()), sigma)
-        bounds = (torch.cat(risk).tolist(), lower.tolist(), upper.tolist())
-    order = torch.sort(ratio, stable=True).indices[:top].tolist()
-    rows = subsets.tolist()
-    return [
-        ScoredSubset(
-            tuple(rows[i]), float(ratio[i]), float(high[i]), float(low[i]), float(kappa[i]),
-            bounds[0][i], bounds[1][i], bounds[2][i],
-        )
-        for i in order
-    ]  # fmt: skip
+    scored = score_subsets(contributions, base_kernel, subsets, sigma=sigma, targets=targets, batch_size=batch_size)
+    ratio = torch.tensor([entry.ratio for entry in scored], dtype=torch.float64)
+    return [scored[i] for i in torch.sort(ratio, stable=True).indices[:top].tolist()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from .kernels import compute_kernels
 from .kernels.compute import validate_engine
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
-from .result import RankedSubset, SelectionResult, config_with_targets
+from .result import SelectionResult, config_with_targets, ranked
 from .search import DEFAULT_MAX_SUBSETS, check_budget, check_sigma, rank_subsets
 from .spectral import regression_targets
 
@@ -146,14 +145,7 @@ class NTKSelector:
             contributions, base_kernel, sigma=self.sigma, budget=self.budget, targets=targets,
             max_subsets=self.max_subsets,
         )  # fmt: skip
-        ranking = [
-            RankedSubset(
-                modules=tuple(self.candidates[i].name for i in entry.indices),
-                num_params=sum(self.candidates[i].num_params for i in entry.indices),
-                **{key: value for key, value in asdict(entry).items() if key != "indices"},
-            )
-            for entry in scored
-        ]
+        ranking = [ranked(entry, self.candidates) for entry in scored]
         best = [self.candidates[i] for i in scored[0].indices]
         return SelectionResult(
             candidates=list(self.candidates),
@@ -168,6 +160,7 @@ class NTKSelector:
             engine=self.engine,
             output=self.output,
             budget=self.budget,
+            targets=targets,
         )
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:

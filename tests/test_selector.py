@@ -192,3 +192,38 @@ def test_model_is_unchanged_when_an_error_is_raised_mid_way(engine):
     with pytest.raises(InvalidConfigError, match="binary classifier"):
         selector.select(make_batch(labels=3))  # raised inside the forward pass, hooks attached, eval mode on
     assert model_snapshot(model) == before
+
+
+def test_save_and_load_round_trip_and_write_a_loadable_config(tmp_path):
+    _, result = select()
+    result.save(tmp_path)
+    again = SelectionResult.load(tmp_path)
+    assert again.ranking == result.ranking and torch.equal(again.targets, result.targets)
+    assert set(LoraConfig.from_pretrained(tmp_path).target_modules) == set(result.ranking[0].modules)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [("{not json", "not valid JSON"), ('{"a": 1}', "not a peft_ntk_select")]
+)
+def test_load_refuses_corrupt_and_foreign_files(tmp_path, content, message):
+    (tmp_path / "result.json").write_text(content)
+    with pytest.raises(InvalidInputError, match=message):
+        SelectionResult.load(tmp_path)
+
+
+def test_load_refuses_a_folder_without_result(tmp_path):
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        SelectionResult.load(tmp_path)
+
+
+def test_score_of_a_ranked_subset_equals_its_ranking_entry():
+    _, result = select()
+    for entry in result.ranking[:3] + result.ranking[-2:]:
+        assert result.score(entry.modules) == entry
+
+
+def test_plot_writes_a_png(tmp_path):
+    _, result = select()
+    figure = result.plot(tmp_path / "report.png", top=3)
+    assert (tmp_path / "report.png").stat().st_size > 1000
+    assert len(figure.axes) == 2 and len(figure.axes[0].get_lines()) == 4  # 3 picks + K

@@ -1,0 +1,173 @@
+"""Command line: ``peft-ntk-select select`` (also ``python -m peft_ntk_select``). Parses, then calls NTKSelector."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from peft import LoraConfig
+
+from .errors import NTKSelectError
+from .kernels import ENGINES
+from .kernels.outputs import OUTPUT_MODES
+from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from .report import format_table
+from .result import RankedSubset, SelectionResult
+from .selector import NTKSelector
+
+logger = logging.getLogger("peft_ntk_select")
+DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and value (GPT-2: the fused c_attn)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="peft-ntk-select",
+        description="Pick where to put LoRA adapters before training, from the spectrum of the NTK.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    select = commands.add_parser(
+        "select",
+        help="rank subsets of LoRA target modules on a sample of labelled text",
+        description="Compute the LoRA kernels of every candidate module on n samples and rank subsets "
+        "by spectral ratio. With no --model/--data: the embedded MiniLM on real movie reviews, offline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    select.add_argument("--model", default=DEMO, help="local model folder or hub name; 'demo' = embedded MiniLM")
+    select.add_argument("--data", default=DEMO, help="CSV, JSONL or datasets folder; 'demo' = real movie reviews")
+    select.add_argument("--text-column", default="text", help="column holding the text")
+    select.add_argument("--text-pair-column", default=None, help="column holding the second text of a pair")
+    select.add_argument("--label-column", default="label", help="column holding the class label")
+    select.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
+    select.add_argument("--n-samples", type=int, default=32, help="samples the kernels are computed on")
+    select.add_argument("--budget", type=int, default=3, help="modules per subset")
+    select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v (default: all)")
+    select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
+    select.add_argument("--r", type=int, default=8, help="LoRA rank")
+    select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")
+    select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength sigma")
+    select.add_argument("--engine", choices=sorted(ENGINES), default="func", help="kernel engine")
+    select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
+    select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
+    select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
+    select.add_argument("--top", type=int, default=10, help="ranked subsets shown")
+    select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
+                        "report.png")  # fmt: skip
+    select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    select.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    return parser
+
+
+def _short(result: SelectionResult) -> dict[str, str]:
+    return {c.name: f"L{c.layer}.{c.kind}" for c in result.candidates}
+
+
+def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
+    bound = "-" if entry.risk_upper is None else f"{entry.risk_upper:.4g}"
+    return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio:.10f}", f"{entry.ratio - 1:.3e}",
+            f"{entry.lambda_max:.6g}", f"{entry.kappa:.4g}", bound, f"{entry.num_params:,}"]  # fmt: skip
+
+
+def default_placement(result: SelectionResult) -> RankedSubset | None:
+    """PEFT's usual placement (query and value in every layer) scored on the same kernels, if all are candidates."""
+    modules = [c.name for c in result.candidates if c.kind in DEFAULT_KINDS]
+    return result.score(modules) if modules else None
+
+
+def report_text(result: SelectionResult, top: int) -> str:
+    """The ranking table (top subsets, then the default placement) and how to read it."""
+    short = _short(result)
+    rows = [_row(f"#{rank}", entry, short) for rank, entry in enumerate(result.ranking[:top])]
+    baseline = default_placement(result)
+    if baseline is not None:
+        rows.append(_row("default", RankedSubset(**{**asdict(baseline), "modules": ()}), short))
+    headers = ["rank", "modules", "ratio", "ratio - 1", "lambda_max", "kappa", "risk bound", "LoRA params"]
+    lines = [
+        f"{len(result.ranking):,} subsets of {result.budget} among {len(result.candidates)} candidates, "
+        f"n={len(result.sample_indices)}, sigma={result.sigma:g}, engine={result.engine}, output={result.output}",
+        format_table(headers, rows),
+    ]
+    if baseline is not None:
+        lines.append(f"default = PEFT's usual placement, query+value in every layer ({len(baseline.modules)} modules)")
+    lines.append("ratio = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I); risk bound = Theorem 1 upper bound")
+    lines.append(f"picked: {', '.join(result.ranking[0].modules)}")
+    return "\n".join(lines)
+
+
+def json_summary(result: SelectionResult, top: int, output: Path | None) -> str:
+    baseline = default_placement(result)
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in result.lora_config.to_dict().items()}
+    return json.dumps({
+        "picked": list(result.ranking[0].modules),
+        "lora_config": config,
+        "ranking": [asdict(entry) for entry in result.ranking[:top]],
+        "default_placement": None if baseline is None else asdict(baseline),
+        "sample_indices": result.sample_indices,
+        "output": None if output is None else str(output),
+    })  # fmt: skip
+
+
+def run_select(args: argparse.Namespace) -> None:
+    rows = read_rows(args.data)
+    probe = TokenizedTexts(rows, None, text_column=args.text_column, label_column=args.label_column,
+                           text_pair_column=args.text_pair_column)  # fmt: skip
+    model, tokenizer = load_classifier(args.model, max(len(probe.label_names), 2), seed=args.seed)
+    data = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
+                          text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
+    config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
+    selector = NTKSelector(
+        model, config, budget=args.budget, n_samples=args.n_samples, sigma=args.sigma, seed=args.seed,
+        engine=args.engine, output=args.output_mode, kinds=args.kinds, layers=args.layers, device=args.device,
+    )  # fmt: skip
+    result = selector.select(data)
+    if args.output is not None:
+        result.save(args.output)
+        try:
+            result.plot(args.output / "report.png")
+        except NTKSelectError as err:
+            logger.warning("report.png not written: %s", err)
+    print(json_summary(result, args.top, args.output) if args.json else report_text(result, args.top))
+    if args.output is not None and not args.json:
+        print(f"wrote {args.output}/adapter_config.json (LoraConfig.from_pretrained), result.json, report.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``peft-ntk-select``; returns the exit status (errors: one line on stderr, status 1)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.debug:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    try:
+        run_select(args)
+    except (NTKSelectError, OSError) as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"peft-ntk-select: error: {err}\n")
+        return 1
+    return 0

@@ -1,0 +1,126 @@
+"""The command line: help, JSON output, written files, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+from peft_ntk_select.assets import minilm_path
+from peft_ntk_select.cli import build_parser, main
+
+OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
+           "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
+           "--debug", "--r", "--lora-alpha", "--max-length", "--top"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny BERT classifier with the real MiniLM tokenizer, saved like a hub model."""
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "title", "sentiment"])
+        for i in range(12):
+            writer.writerow([f"review number {i} was {'great' if i % 2 else 'awful'}", f"film {i}", i % 2])
+    return path
+
+
+def run(capsys, *args):
+    status = main(["select", *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_help_lists_every_option():
+    text = build_parser()._subparsers._group_actions[0].choices["select"].format_help()
+    for option in OPTIONS:
+        assert option in text
+    assert "(default: 32)" in text
+
+
+def test_module_entry_point_prints_help():
+    done = subprocess.run([sys.executable, "-m", "peft_ntk_select", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "select" in done.stdout
+
+
+def test_json_output_parses_and_files_load(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--output", out,
+                            "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert len(summary["picked"]) == 2 and len(summary["ranking"]) == 10
+    assert summary["default_placement"]["num_params"] == 4 * 8 * (16 + 16)
+    assert set(LoraConfig.from_pretrained(out).target_modules) == set(summary["picked"])
+    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "result.json", "report.png"}
+
+
+def test_text_pairs_and_options_reach_the_selector(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--text-pair-column", "title", "--label-column", "sentiment", "--n-samples", 4,
+                            "--budget", 1, "--kinds", "q,v", "--layers", "1", "--engine", "hooks",
+                            "--output-mode", "margin", "--sigma", "0.01", "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0
+    assert sorted(entry["modules"][0] for entry in summary["ranking"]) == [
+        "bert.encoder.layer.1.attention.self.query",
+        "bert.encoder.layer.1.attention.self.value",
+    ]
+
+
+def test_table_output_shows_ranking_and_default(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--top", 3)  # fmt: skip
+    assert status == 0
+    assert "#0" in stdout and "#2" in stdout and "#3" not in stdout and "default" in stdout and "picked:" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--label-column", "stars"], "column 'stars' not in the data"),
+        (["--budget", 0], "budget=0 must be an integer"),
+        (["--n-samples", 1], "n_samples=1 must be an integer >= 2"),
+        (["--data", "missing.csv"], "does not exist"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_one_line(capsys, model_dir, csv_file, args, message):
+    base = {"--model": model_dir, "--data": csv_file, "--text-column": "review", "--label-column": "sentiment"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    status, _, stderr = run(capsys, *[item for pair in base.items() for item in pair])
+    assert status != 0
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_unknown_model_path_exits_with_one_line(capsys, csv_file, tmp_path):
+    status, _, stderr = run(capsys, "--model", tmp_path / "no_such_model", "--data", csv_file,
+                            "--text-column", "review", "--label-column", "sentiment")  # fmt: skip
+    assert status != 0
+    assert "cannot load model" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_argument_type_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["select", "--budget", "three"])
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
