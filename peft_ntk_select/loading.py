@@ -27,8 +27,10 @@ def read_rows(data: str) -> Sequence[Mapping[str, Any]]:
         return [{"text": text, "label": "fresh" if label else "rotten"} for text, label in load_reviews()]
     path = Path(data)
     if path.is_dir():
-        import datasets
-
+        try:
+            import datasets
+        except ImportError as err:
+            raise InvalidInputError(f"{data} is a folder: reading a saved dataset needs datasets installed") from err
         return datasets.load_from_disk(str(path))
     if not path.is_file():
         raise InvalidInputError(f"data file {data!r} does not exist: pass a CSV, JSONL or datasets folder, or 'demo'")
