@@ -1,15 +1,45 @@
-"""Search over admissible subsets: every subset of exactly ``budget`` candidates, scored in batches."""
+"""Search over admissible subsets for the lowest spectral ratio (Algorithm 2), with a certificate.
+
+r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I) grows with lambda_max(K + S_C), so every
+method minimises lambda_max(K + S_C) over an admissible space (``spaces.py``). ``rank_subsets`` returns
+a ``SearchResult``: the ranking (best first) and a ``Certificate`` saying how far it is proven.
+
+Methods:
+
+- ``"exhaustive"``: score every subset of the space; refused above ``max_subsets``.
+- ``"exact"``: best-first branch and bound for the exact top ``top``. Lower bounds, for a partial subset
+  P and any completion Q: monotonicity, lambda_max(K + S_P + S_Q) >= lambda_max(K + S_P) (every S_l is
+  PSD), and the Rayleigh bound: for a unit vector u (the top eigenvector of K + S_P),
+  lambda_max(K + S_P + S_Q) >= u^T (K + S_P) u + sum_{j in Q} u^T S_j u, so adding the smallest
+  admissible u^T S_j u of the candidates still open bounds every completion. It is nearly tight when K
+  dominates (the classifier head's kernel is ~1e3 times each S_l), which is when pruning is hardest
+  without it. Candidates are searched in order of lambda_max(K + S_l); a greedy pass gives the first
+  incumbents; children are screened with the parent's bound, then the survivors are solved in one
+  batched ``eigh``. ``top=None`` asks for the whole ranking, which only enumeration gives: it runs
+  ``"exhaustive"``.
+- ``"greedy"`` / ``"beam"``: keep the best ``beam_width`` (greedy: 1) partial subsets per size. Their
+  certificate carries a lower bound on the optimum valid over the whole space (the larger of the
+  Rayleigh bound at K's top eigenvector and the Weyl bound from lambda_max(K + S_l)), so the gap left
+  is visible.
+
+Rankings are deterministic: ratio, then lexicographic indices. Every reported number comes from
+``score_subsets`` on the subset itself, whatever the method, so one subset always scores the same.
+"""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import operator
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .errors import InvalidConfigError, SearchSpaceTooLargeError
+from .errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeError
+from .spaces import BlockProblem, Budget, SearchSpace, is_integer
 from .spectral import (
     condition_number,
     extreme_eigenvalues,
@@ -20,6 +50,12 @@ from .spectral import (
 )
 
 DEFAULT_MAX_SUBSETS = 200_000
+DEFAULT_MAX_NODES = 100_000
+DEFAULT_BEAM_WIDTH = 8
+METHODS = ("exact", "exhaustive", "greedy", "beam")
+
+# Relative slack on lambda_max: near-ties within it are never pruned, so rounding cannot change the ranking.
+_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -40,21 +76,49 @@ class ScoredSubset:
     risk_upper: float | None = None
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """What the search proved about its ranking.
+
+    ``optimal``: the ranking is the exact top of the space (for greedy/beam: only when the best found
+    meets ``lower_bound``). ``lower_bound``: a proven lower bound on the ratio of every admissible subset
+    (the optimum's ratio when optimal); ``gap`` = ``best_ratio`` - ``lower_bound``. ``certified``: how many
+    leading entries of the ranking are proven to be the exact top. ``nodes``: partial subsets expanded;
+    ``evaluated``: subset kernels whose spectrum was computed; ``space_size``: admissible subsets;
+    ``stopped``: ``"max_nodes"`` or ``"time_limit"`` when branch and bound ran out, else None.
+    """
+
+    method: str
+    optimal: bool
+    best_ratio: float
+    lower_bound: float
+    gap: float
+    certified: int
+    nodes: int
+    evaluated: int
+    space_size: int
+    stopped: str | None = None
+    seconds: float = field(default=0.0, compare=False)
+
+
+@dataclass(frozen=True)
+class SearchResult(Sequence[ScoredSubset]):
+    """``ranking`` (best first) and its ``certificate``; also a read-only sequence of the ranking."""
+
+    ranking: tuple[ScoredSubset, ...]
+    certificate: Certificate
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def, override]
+        return self.ranking[index]
+
+    def __len__(self) -> int:
+        return len(self.ranking)
+
+
 def enumerate_subsets(num_candidates: int, budget: int) -> torch.Tensor:
     """All subsets of ``budget`` indices out of ``num_candidates``, lexicographic: (C(L, k), k) int64."""
     combos = list(itertools.combinations(range(num_candidates), budget))
     return torch.tensor(combos, dtype=torch.long).reshape(len(combos), budget)
-
-
-def _is_integer(value: object) -> bool:
-    """True for ints and numpy integers, False for bools, floats and everything else."""
-    if isinstance(value, bool):
-        return False
-    try:
-        operator.index(value)
-    except TypeError:
-        return False
-    return True
 
 
 def check_sigma(sigma: object) -> float:
@@ -64,14 +128,18 @@ def check_sigma(sigma: object) -> float:
     return float(sigma)
 
 
-def check_budget(num_candidates: int, budget: int, max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
-    """Validate the budget; return the number of subsets exhaustive search would score."""
-    if not _is_integer(budget) or not 1 <= budget <= num_candidates:
+def _check_budget_value(num_candidates: int, budget: object) -> int:
+    if not is_integer(budget) or not 1 <= budget <= num_candidates:  # type: ignore[operator]
         raise InvalidConfigError(
             f"budget={budget!r} must be an integer between 1 and the number of candidates ({num_candidates}): "
             "lower it, or widen the candidates (kinds=, layers=, modules=)"
         )
-    budget = operator.index(budget)
+    return operator.index(budget)  # type: ignore[arg-type]
+
+
+def check_budget(num_candidates: int, budget: int, max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
+    """Validate the budget; return the number of subsets exhaustive search would score."""
+    budget = _check_budget_value(num_candidates, budget)
     count = math.comb(num_candidates, budget)
     if count > max_subsets:
         raise SearchSpaceTooLargeError(
@@ -116,32 +184,486 @@ def score_subsets(
     ]  # fmt: skip
 
 
+def _symmetric(matrices: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (matrices + matrices.transpose(-1, -2))
+
+
+def _by_length(subsets: Sequence[tuple[int, ...]]) -> dict[int, list[int]]:
+    """Positions of the subsets grouped by size (score_subsets takes one size per call)."""
+    groups: dict[int, list[int]] = {}
+    for position, subset in enumerate(subsets):
+        groups.setdefault(len(subset), []).append(position)
+    return groups
+
+
+def _score_list(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    subsets: Sequence[tuple[int, ...]],
+    sigma: float,
+    targets: torch.Tensor | None,
+    batch_size: int,
+) -> list[ScoredSubset]:
+    """``score_subsets`` for subsets of any sizes, in their order."""
+    scored: list[ScoredSubset | None] = [None] * len(subsets)
+    for size, positions in _by_length(subsets).items():
+        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+        entries = score_subsets(contributions, base_kernel, rows, sigma=sigma, targets=targets, batch_size=batch_size)
+        for position, entry in zip(positions, entries, strict=True):
+            scored[position] = entry
+    return scored  # type: ignore[return-value]
+
+
+def _top_values(
+    contributions: torch.Tensor, base_kernel: torch.Tensor, subsets: Sequence[tuple[int, ...]], batch_size: int
+) -> torch.Tensor:
+    """lambda_max(K + S_C) of each subset (m,): K and S symmetrised once, then summed in index order."""
+    base_kernel, contributions = _symmetric(base_kernel), _symmetric(contributions)
+    top = torch.empty(len(subsets), dtype=torch.float64)
+    for size, positions in _by_length(subsets).items():
+        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+        for start in range(0, rows.shape[0], batch_size):
+            batch = rows[start : start + batch_size]
+            kernels = base_kernel + contributions[batch[:, 0]]
+            for column in range(1, size):
+                kernels += contributions[batch[:, column]]
+            top[torch.tensor(positions[start : start + batch_size])] = torch.linalg.eigvalsh(kernels)[:, -1]
+    return top
+
+
+def _best(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    subsets: Sequence[tuple[int, ...]],
+    values: Sequence[float] | torch.Tensor | None,
+    top: int | None,
+    sigma: float,
+    targets: torch.Tensor | None,
+    batch_size: int,
+) -> tuple[ScoredSubset, ...]:
+    """The ``top`` best of ``subsets`` by (ratio, indices), scored by ``score_subsets``; all when ``top`` is None.
+
+    ``values``: lambda_max(K + S_C) of each subset however computed (None: computed here), used only to
+    shortlist the subsets within ``_SLACK`` of the ``top``-th; the shortlist is then scored exactly, so
+    the ranking does not depend on how ``values`` were rounded.
+    """
+    if top is not None and top < len(subsets):
+        if values is None:
+            values = _top_values(contributions, base_kernel, subsets, batch_size)
+        values = torch.as_tensor(values, dtype=torch.float64)
+        cutoff = float(torch.kthvalue(values, top).values)
+        near = torch.nonzero(values <= cutoff + _SLACK * abs(cutoff)).flatten().tolist()
+        subsets = [subsets[i] for i in near]
+    scored = _score_list(contributions, base_kernel, subsets, sigma, targets, batch_size)
+    return tuple(sorted(scored, key=lambda entry: (entry.ratio, entry.indices))[:top])
+
+
+class _Pool:
+    """Admissible subsets evaluated so far, kept while within slack of the ``top``-th best (all if None)."""
+
+    def __init__(self, top: int | None) -> None:
+        self.top = top
+        self.values: dict[tuple[int, ...], float] = {}
+        self._worst_of_best: list[float] = []  # max-heap (negated) of the ``top`` smallest values
+        self._trim_at = 4 * (top or 0) + 256  # sizes double between trims, so adding stays cheap with many ties
+
+    def threshold(self) -> float:
+        """Values above this cannot enter the ranking (inf until ``top`` subsets are known)."""
+        if self.top is None or len(self._worst_of_best) < self.top:
+            return math.inf
+        value = -self._worst_of_best[0]
+        return value + _SLACK * abs(value)
+
+    def add(self, value: float, subset: tuple[int, ...]) -> None:
+        if subset in self.values or value > self.threshold():
+            return
+        self.values[subset] = value
+        if self.top is None:
+            return
+        if len(self._worst_of_best) < self.top:
+            heapq.heappush(self._worst_of_best, -value)
+        elif value < -self._worst_of_best[0]:
+            heapq.heapreplace(self._worst_of_best, -value)
+        if len(self.values) > self._trim_at:
+            limit = self.threshold()
+            self.values = {key: v for key, v in self.values.items() if v <= limit}
+            self._trim_at = max(self._trim_at, 2 * len(self.values))
+
+    def subsets(self) -> list[tuple[int, ...]]:
+        limit = self.threshold()
+        return [subset for subset, value in self.values.items() if value <= limit]
+
+
+@dataclass
+class _Problem:
+    """A block problem in search order: blocks sorted by lambda_max(K + G_b), G_b the sum of its S_l."""
+
+    blocks: list[tuple[int, ...]]
+    kernels: torch.Tensor  # G (B, n, n)
+    flat: torch.Tensor  # G (B, n * n)
+    weights: torch.Tensor  # (B,) float64, zeros when unweighted
+    capacity: float
+    min_blocks: int
+    max_blocks: int
+    single: torch.Tensor  # lambda_max(K + G_b) (B,)
+
+
+def _prepare(problem: BlockProblem, contributions: torch.Tensor, base_kernel: torch.Tensor) -> _Problem:
+    n = base_kernel.shape[0]
+    kernels = torch.stack(
+        [
+            contributions[list(block)].sum(0) if block else torch.zeros(n, n, dtype=torch.float64)
+            for block in problem.blocks
+        ]
+    )
+    single = extreme_eigenvalues(base_kernel + kernels)[1]
+    order = sorted(range(len(problem.blocks)), key=lambda b: (float(single[b]), b))
+    index = torch.tensor(order, dtype=torch.long)
+    weights = torch.zeros(len(order), dtype=torch.float64)
+    if problem.weights is not None:
+        weights = torch.tensor([float(problem.weights[b]) for b in order], dtype=torch.float64)
+    capacity = math.inf if problem.capacity is None else float(problem.capacity)
+    return _Problem(
+        blocks=[tuple(problem.blocks[b]) for b in order],
+        kernels=kernels[index],
+        flat=kernels[index].reshape(len(order), n * n),
+        weights=weights,
+        capacity=capacity,
+        min_blocks=problem.min_blocks,
+        max_blocks=min(problem.max_blocks, len(order)),
+        single=single[index],
+    )
+
+
+def _smallest_sums(values: torch.Tensor, allowed: torch.Tensor, need: int) -> torch.Tensor:
+    """Per row of values (C, B), the sum of the ``need`` smallest allowed ones; inf if fewer are allowed."""
+    if need <= 0:
+        return torch.zeros(values.shape[0], dtype=torch.float64)
+    if need > values.shape[1]:
+        return torch.full((values.shape[0],), math.inf, dtype=torch.float64)
+    masked = values.clamp(min=0.0).masked_fill(~allowed, math.inf)
+    return masked.topk(need, dim=1, largest=False).values.sum(1)
+
+
+def _quadratic_forms(vectors: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """u^T G_b u for unit vectors (C, n) and flattened blocks (B, n * n): (C, B)."""
+    outer = (vectors[:, :, None] * vectors[:, None, :]).reshape(vectors.shape[0], -1)
+    return outer @ flat.T
+
+
+def _union(problem: _Problem, positions: Iterable[int]) -> tuple[int, ...]:
+    return tuple(sorted(i for b in positions for i in problem.blocks[b]))
+
+
+def _root_bound(problem: _Problem, base_top: float, base_vector: torch.Tensor) -> float:
+    """A lower bound on lambda_max(K + S_C) over every pick of the problem (Rayleigh at u_K, and Weyl)."""
+    need = max(problem.min_blocks, 1)
+    fits = problem.weights <= problem.capacity
+    forms = _quadratic_forms(base_vector[None], problem.flat)
+    rayleigh = base_top + float(_smallest_sums(forms, fits[None], need)[0])
+    feasible = problem.single[fits]
+    weyl = float(feasible.sort().values[need - 1]) if feasible.numel() >= need else math.inf
+    return max(rayleigh, weyl, base_top)
+
+
+def _beam(
+    problem: _Problem,
+    base_kernel: torch.Tensor,
+    width: int,
+    pool: _Pool,
+    stop_when_full: bool = False,
+) -> tuple[int, int]:
+    """Keep the best ``width`` partial picks per size; every admissible pick evaluated goes to ``pool``.
+
+    Returns (nodes expanded, kernels evaluated). ``stop_when_full``: stop once ``pool`` holds ``top`` entries
+    and the current size is admissible (used to seed branch and bound).
+    """
+    states: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
+    nodes = evaluated = 0
+    num_blocks = len(problem.blocks)
+    for size in range(1, problem.max_blocks + 1):
+        children: dict[tuple[int, ...], tuple[tuple[int, ...], int]] = {}
+        for chosen, weight in states:
+            nodes += 1
+            for b in range(num_blocks):
+                if b not in chosen and weight + float(problem.weights[b]) <= problem.capacity:
+                    children.setdefault(tuple(sorted((*chosen, b))), (chosen, b))
+        if not children:
+            break
+        keys = list(children)
+        partials = torch.stack([base_kernel + problem.kernels[list(chosen)].sum(0) for chosen, _ in states])
+        parent_of = {chosen: i for i, (chosen, _) in enumerate(states)}
+        parents = torch.tensor([parent_of[children[key][0]] for key in keys], dtype=torch.long)
+        added = torch.tensor([children[key][1] for key in keys], dtype=torch.long)
+        values = extreme_eigenvalues(partials[parents] + problem.kernels[added])[1].tolist()
+        evaluated += len(keys)
+        unions = [_union(problem, key) for key in keys]
+        if size >= problem.min_blocks:
+            for value, subset in zip(values, unions, strict=True):
+                if subset:
+                    pool.add(value, subset)
+            if stop_when_full and math.isfinite(pool.threshold()):
+                break
+        ranked = sorted(range(len(keys)), key=lambda i: (values[i], unions[i]))[:width]
+        states = [(keys[i], float(problem.weights[list(keys[i])].sum())) for i in ranked]
+    return nodes, evaluated
+
+
+class _BranchAndBound:
+    """Best-first branch and bound over the problems of a space; fills ``pool`` with the exact top.
+
+    A node is a partial pick (bound, sequence, problem, chosen positions, lambda_max, weight, top
+    eigenvector); its children add one block at a later position. The heap is ordered by bound, so
+    the first bound above the pool's threshold ends the search with every open pick ruled out.
+    """
+
+    def __init__(self, problems: list[_Problem], base_kernel: torch.Tensor, pool: _Pool) -> None:
+        self.problems, self.base_kernel, self.pool = problems, base_kernel, pool
+        self.nodes = self.evaluated = 0
+        self.sequence = itertools.count()
+        eigenvalues, eigenvectors = torch.linalg.eigh(base_kernel)
+        top, vector = float(eigenvalues[-1]), eigenvectors[:, -1]
+        self.heap = [
+            (_root_bound(problem, top, vector), next(self.sequence), index, (), top, 0.0, vector)
+            for index, problem in enumerate(problems)
+            if problem.blocks
+        ]
+        heapq.heapify(self.heap)
+
+    def run(self, max_nodes: int | None, time_limit: float | None, started: float) -> tuple[str | None, float]:
+        """Search until done or a limit; returns (why it stopped early or None, smallest open lower bound)."""
+        while self.heap:
+            if self.heap[0][0] > self.pool.threshold():
+                break
+            if max_nodes is not None and self.nodes >= max_nodes:
+                return "max_nodes", self.heap[0][0]
+            if time_limit is not None and time.perf_counter() - started >= time_limit:
+                return "time_limit", self.heap[0][0]
+            self.nodes += 1
+            self._expand(*heapq.heappop(self.heap)[2:])
+        return None, math.inf
+
+    def _expand(self, index: int, chosen: tuple[int, ...], value: float, weight: float, vector: torch.Tensor) -> None:
+        """Evaluate the children its bounds cannot rule out, pool the admissible ones, push the open ones."""
+        problem, pool = self.problems[index], self.pool
+        num_blocks = len(problem.blocks)
+        size = len(chosen) + 1
+        need = max(problem.min_blocks - size, 0)  # blocks a child still needs to be admissible
+        positions = torch.arange(chosen[-1] + 1 if chosen else 0, num_blocks)
+        room = problem.capacity - weight
+        positions = positions[(problem.weights[positions] <= room) & (num_blocks - 1 - positions >= need)]
+        later = torch.arange(num_blocks)[None, :] > positions[:, None]
+        allowed = later & (problem.weights[None, :] <= room - problem.weights[positions][:, None])
+        # Screen with the parent's vector u: child j and its completions have lambda_max >= this.
+        partial = self.base_kernel + problem.kernels[list(chosen)].sum(0) if chosen else self.base_kernel
+        forms = _quadratic_forms(vector[None], problem.flat)[0].clamp(min=0.0)
+        screen = float(vector @ partial @ vector) + forms[positions]
+        screen = screen + _smallest_sums(forms.expand(len(positions), -1), allowed, need)
+        keep = screen.clamp(min=value) <= pool.threshold()
+        positions, allowed = positions[keep], allowed[keep]
+        if positions.numel() == 0:
+            return
+        more = max(need, 1)  # blocks that a child's strict completions add
+        open_ = (allowed.sum(1) >= more) & (size < problem.max_blocks)
+        kernels = partial + problem.kernels[positions]
+        values = torch.empty(len(positions), dtype=torch.float64)
+        vectors = torch.empty(len(positions), partial.shape[0], dtype=torch.float64)
+        if bool(open_.any()):
+            eigenvalues, eigenvectors = torch.linalg.eigh(kernels[open_])
+            values[open_], vectors[open_] = eigenvalues[:, -1], eigenvectors[:, :, -1]
+        if bool((~open_).any()):
+            values[~open_] = torch.linalg.eigvalsh(kernels[~open_])[:, -1]
+        self.evaluated += len(positions)
+        if size >= problem.min_blocks:
+            for b, child_value in zip(positions.tolist(), values.tolist(), strict=True):
+                subset = _union(problem, (*chosen, b))
+                if subset:
+                    pool.add(child_value, subset)
+        if not bool(open_.any()):
+            return
+        bounds = values[open_] + _smallest_sums(_quadratic_forms(vectors[open_], problem.flat), allowed[open_], more)
+        limit = pool.threshold()
+        for b, bound, child_value, child_vector in zip(
+            positions[open_].tolist(), bounds.tolist(), values[open_].tolist(), vectors[open_], strict=True
+        ):
+            if bound <= limit:
+                child = (*chosen, b), child_value, weight + float(problem.weights[b]), child_vector
+                heapq.heappush(self.heap, (bound, next(self.sequence), index, *child))
+
+
+def _check_inputs(contributions: torch.Tensor, base_kernel: torch.Tensor) -> None:
+    shape = tuple(contributions.shape)
+    if len(shape) != 3 or shape[1] != shape[2] or tuple(base_kernel.shape) != shape[1:]:
+        raise InvalidInputError(
+            f"contributions must be (L, n, n) and base_kernel (n, n), got {shape} and {tuple(base_kernel.shape)}: "
+            "pass S and K as returned by compute_kernels"
+        )
+
+
+def _resolve_space(num_candidates: int, budget: object, space: object) -> SearchSpace:
+    if (budget is None) == (space is None):
+        raise InvalidConfigError(
+            "give exactly one of budget=k (subsets of k candidates) or space=Budget(...)/ParamBudget(...)/"
+            "Structured(...)"
+        )
+    if space is None:
+        return Budget(_check_budget_value(num_candidates, budget))
+    if not isinstance(space, SearchSpace):
+        raise InvalidConfigError(
+            f"space={space!r} is not a search space: use Budget, ParamBudget or Structured from peft_ntk_select.spaces"
+        )
+    space.check(num_candidates)
+    return space
+
+
+def _check_options(method: object, top: object, beam_width: object, max_nodes: object, time_limit: object) -> None:
+    if method not in METHODS:
+        raise InvalidConfigError(f"unknown method {method!r}: choose one of {METHODS}")
+    if top is not None and (not is_integer(top) or top < 1):  # type: ignore[operator]
+        raise InvalidConfigError(f"top={top!r} must be a positive integer, or None for the whole ranking")
+    if not is_integer(beam_width) or beam_width < 1:  # type: ignore[operator]
+        raise InvalidConfigError(f"beam_width={beam_width!r} must be a positive integer (1 is greedy)")
+    if max_nodes is not None and (not is_integer(max_nodes) or max_nodes < 1):  # type: ignore[operator]
+        raise InvalidConfigError(f"max_nodes={max_nodes!r} must be a positive integer, or None for no limit")
+    if time_limit is not None and (
+        isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)) or not time_limit > 0
+    ):
+        raise InvalidConfigError(f"time_limit={time_limit!r} must be a number of seconds > 0, or None for no limit")
+
+
 def rank_subsets(
     contributions: torch.Tensor,
     base_kernel: torch.Tensor,
     *,
     sigma: float,
-    budget: int,
-    targets: torch.Tensor | None = None,
+    budget: int | None = None,
+    space: SearchSpace | None = None,
+    method: str = "exact",
     top: int | None = None,
+    targets: torch.Tensor | None = None,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
+    max_nodes: int | None = DEFAULT_MAX_NODES,
+    time_limit: float | None = None,
     max_subsets: int = DEFAULT_MAX_SUBSETS,
-    batch_size: int = 4096,
-) -> list[ScoredSubset]:
-    """Score every subset of ``budget`` candidates and rank by spectral ratio, ascending (Algorithm 2).
+    batch_size: int = 512,
+) -> SearchResult:
+    """Rank admissible subsets by spectral ratio, ascending (Algorithm 2), with a certificate.
 
     Args:
         contributions: S (L, n, n); base_kernel: K (n, n).
         sigma: ridge strength, > 0.
+        budget: k, short for ``space=Budget(k)``; give exactly one of ``budget`` and ``space``.
+        space: ``Budget``, ``ParamBudget``, ``Structured`` (``peft_ntk_select.spaces``) or any ``SearchSpace``.
+        method: ``"exact"`` (branch and bound), ``"exhaustive"``, ``"greedy"`` or ``"beam"`` (module docstring).
+        top: keep the best ``top`` subsets; None: the whole ranking (``"exact"`` then enumerates the space).
         targets: Y (n, c) for the risk and its bounds, or None.
-        top: keep only the best ``top`` subsets (all when None).
+        beam_width: partial subsets kept per size by ``"beam"``.
+        max_nodes, time_limit: stop branch and bound after this many expanded nodes / seconds; the
+            certificate then says ``optimal=False`` and gives the gap.
+        max_subsets: refuse exhaustive enumeration beyond this many subsets.
+        batch_size: subset kernels per batched eigensolve when enumerating.
 
-    Ties in the ratio keep lexicographic order of the indices, so the ranking is deterministic.
+    Returns:
+        ``SearchResult(ranking, certificate)``; it is also a sequence of the ranking, so
+        ``result[0]`` is the best ``ScoredSubset``. Ties in the ratio keep lexicographic order of the indices.
     """
+    started = time.perf_counter()
     sigma = check_sigma(sigma)
-    if top is not None and (not _is_integer(top) or top < 1):
-        raise InvalidConfigError(f"top={top!r} must be a positive integer, or None for the whole ranking")
-    check_budget(contributions.shape[0], budget, max_subsets)
-    subsets = enumerate_subsets(contributions.shape[0], operator.index(budget))
-    scored = score_subsets(contributions, base_kernel, subsets, sigma=sigma, targets=targets, batch_size=batch_size)
-    ratio = torch.tensor([entry.ratio for entry in scored], dtype=torch.float64)
-    return [scored[i] for i in torch.sort(ratio, stable=True).indices[:top].tolist()]
+    _check_options(method, top, beam_width, max_nodes, time_limit)
+    _check_inputs(contributions, base_kernel)
+    num_candidates = contributions.shape[0]
+    search_space = _resolve_space(num_candidates, budget, space)
+    base, parts = base_kernel.double(), contributions.double()
+    top = None if top is None else operator.index(top)
+    if method == "exhaustive" or (method == "exact" and top is None):
+        ranking, certificate = _exhaustive(parts, base, search_space, sigma, top, targets, max_subsets, batch_size)
+    else:
+        limits = (max_nodes, time_limit, started) if method == "exact" else None
+        width = 1 if method == "greedy" else beam_width
+        ranking, certificate = _search(
+            parts, base, search_space, sigma, top, targets, method, width, limits, batch_size
+        )
+    return SearchResult(ranking, replace(certificate, seconds=time.perf_counter() - started))
+
+
+def _exhaustive(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    space: SearchSpace,
+    sigma: float,
+    top: int | None,
+    targets: torch.Tensor | None,
+    max_subsets: int,
+    batch_size: int,
+) -> tuple[tuple[ScoredSubset, ...], Certificate]:
+    """Enumerate the space and score every subset; refused above ``max_subsets``."""
+    num_candidates = parts.shape[0]
+    count = space.size(num_candidates)
+    if count > max_subsets:
+        raise SearchSpaceTooLargeError(
+            f"exhaustive search would score {count:,} subsets ({space.describe()} over {num_candidates} "
+            f"candidates), more than max_subsets={max_subsets:,}: pass top= with method='exact' (branch and "
+            "bound) or use method='beam', use a smaller space or fewer candidates, or raise max_subsets"
+        )
+    ranking = _best(parts, base, list(space.subsets(num_candidates)), None, top, sigma, targets, batch_size)
+    best = ranking[0].ratio if ranking else math.inf
+    return ranking, Certificate("exhaustive", True, best, best, 0.0, len(ranking), 0, count, count)
+
+
+def _search(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    space: SearchSpace,
+    sigma: float,
+    top: int | None,
+    targets: torch.Tensor | None,
+    method: str,
+    width: int,
+    limits: tuple[int | None, float | None, float] | None,
+    batch_size: int,
+) -> tuple[tuple[ScoredSubset, ...], Certificate]:
+    """Branch and bound (``limits`` = (max_nodes, time_limit, start time)) or, without limits, beam search."""
+    num_candidates = parts.shape[0]
+    symmetric_base = _symmetric(base)
+    problems = [_prepare(problem, _symmetric(parts), symmetric_base) for problem in space.blocks(num_candidates)]
+    exact = limits is not None
+    pool = _Pool(top)
+    nodes = evaluated = 0
+    for problem in problems:  # branch and bound starts from the greedy picks
+        expanded, solved = _beam(problem, symmetric_base, 1 if exact else width, pool, stop_when_full=exact)
+        nodes, evaluated = nodes + expanded, evaluated + solved
+    stopped = None
+    if limits is not None:
+        search = _BranchAndBound(problems, symmetric_base, pool)
+        stopped, open_bound = search.run(*limits)
+        nodes, evaluated = nodes + search.nodes, evaluated + search.evaluated
+    else:
+        eigenvalues, eigenvectors = torch.linalg.eigh(symmetric_base)
+        roots = [_root_bound(p, float(eigenvalues[-1]), eigenvectors[:, -1]) for p in problems if p.blocks]
+        open_bound = min(roots, default=math.inf)
+    shortlist = pool.subsets()
+    ranking = _best(parts, base, shortlist, [pool.values[s] for s in shortlist], top, sigma, targets, batch_size)
+    best_value = ranking[0].lambda_max if ranking else math.inf
+    best_ratio = ranking[0].ratio if ranking else math.inf
+    if exact:
+        optimal = stopped is None
+        proven = itertools.takewhile(lambda entry: entry.lambda_max < open_bound, ranking)
+        certified = len(ranking) if optimal else sum(1 for _ in proven)
+    else:
+        optimal = best_value <= open_bound + _SLACK * abs(open_bound)
+        certified = int(optimal and bool(ranking))
+    base_top = float(extreme_eigenvalues(base)[1])
+    lower = best_ratio if optimal else (min(best_value, open_bound) + sigma) / (base_top + sigma)
+    certificate = Certificate(
+        method=method,
+        optimal=optimal,
+        best_ratio=best_ratio,
+        lower_bound=lower,
+        gap=max(best_ratio - lower, 0.0),
+        certified=certified,
+        nodes=nodes,
+        evaluated=evaluated,
+        space_size=space.size(num_candidates),
+        stopped=stopped,
+    )
+    return ranking, certificate

@@ -226,7 +226,7 @@ def test_adding_a_candidate_never_lowers_the_ratio(search):
 def test_top_keeps_the_best_subsets_of_the_full_ranking(search, top):
     base, contributions, sigma, budget = search
     full = rank_subsets(contributions, base, sigma=sigma, budget=budget)
-    assert rank_subsets(contributions, base, sigma=sigma, budget=budget, top=top) == full[:top]
+    assert rank_subsets(contributions, base, sigma=sigma, budget=budget, top=top).ranking == full.ranking[:top]
 
 
 @settings(max_examples=30, deadline=None)
