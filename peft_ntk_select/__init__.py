@@ -16,14 +16,21 @@ from .errors import (
 )
 from .kernels import ENGINES, compute_kernels
 from .result import RankedSubset, SelectionResult
-from .search import ScoredSubset, rank_subsets
+from .search import Certificate, ScoredSubset, SearchResult, rank_subsets
 from .selector import NTKSelector
+from .spaces import Budget, InvalidSpaceError, ParamBudget, Structured
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ENGINES",
+    "Budget",
     "Candidate",
+    "Certificate",
+    "InvalidSpaceError",
+    "ParamBudget",
+    "SearchResult",
+    "Structured",
     "InvalidConfigError",
     "InvalidInputError",
     "KernelComputationError",

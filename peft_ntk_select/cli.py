@@ -18,6 +18,7 @@ from .kernels.outputs import OUTPUT_MODES
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
 from .report import format_table
 from .result import RankedSubset, SelectionResult
+from .search import METHODS
 from .selector import NTKSelector
 
 logger = logging.getLogger("peft_ntk_select")
@@ -37,6 +38,10 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _kind_sets(text: str) -> list[tuple[str, ...]]:
+    return [tuple(kind for kind in part.split("+") if kind) for part in _str_list(text)]
 
 
 def _str_list(text: str) -> list[str]:
@@ -64,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
     select.add_argument("--n-samples", type=int, default=32, help="samples the kernels are computed on")
     select.add_argument("--budget", type=int, default=3, help="modules per subset")
+    select.add_argument("--param-budget", type=int, default=None, help="instead of --budget: every subset whose LoRA "
+                        "parameters sum to at most this")  # fmt: skip
+    select.add_argument("--layers-per-pick", type=int, default=None, help="instead of --budget: the paper's "
+                        "structured space, this many layers with one of --kind-sets")  # fmt: skip
+    select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "
+                        "space, e.g. q+v,k,q+k+v")  # fmt: skip
+    select.add_argument("--search", choices=("auto", *METHODS), default="auto", help="search: auto = exhaustive up "
+                        "to 200,000 subsets, else exact branch-and-bound; greedy and beam for huge spaces")  # fmt: skip
     select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v (default: all)")
     select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
     select.add_argument("--r", type=int, default=8, help="LoRA rank")
@@ -97,6 +110,15 @@ def default_placement(result: SelectionResult) -> RankedSubset | None:
     return result.score(modules) if modules else None
 
 
+def _certificate_line(result: SelectionResult) -> str:
+    found = result.certificate
+    if found is None:
+        return ""
+    proof = "optimal" if found.optimal else f"not proven optimal (gap {found.gap:.3g} in ratio)"
+    return (f"search {found.method}: {found.space_size:,} admissible subsets, {found.evaluated:,} scored, "
+            f"{found.nodes:,} nodes, {proof}")  # fmt: skip
+
+
 def report_text(result: SelectionResult, top: int) -> str:
     """The ranking table (top subsets, then the default placement) and how to read it."""
     short = _short(result)
@@ -106,8 +128,9 @@ def report_text(result: SelectionResult, top: int) -> str:
         rows.append(_row("default", RankedSubset(**{**asdict(baseline), "modules": ()}), short))
     headers = ["rank", "modules", "ratio", "ratio - 1", "lambda_max", "kappa", "risk bound", "LoRA params"]
     lines = [
-        f"{len(result.ranking):,} subsets of {result.budget} among {len(result.candidates)} candidates, "
-        f"n={len(result.sample_indices)}, sigma={result.sigma:g}, engine={result.engine}, output={result.output}",
+        f"{result.space} over {len(result.candidates)} candidates, n={len(result.sample_indices)}, "
+        f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}",
+        _certificate_line(result),
         format_table(headers, rows),
     ]
     if baseline is not None:
@@ -126,6 +149,8 @@ def json_summary(result: SelectionResult, top: int, output: Path | None) -> str:
         "ranking": [asdict(entry) for entry in result.ranking[:top]],
         "default_placement": None if baseline is None else asdict(baseline),
         "sample_indices": result.sample_indices,
+        "space": result.space,
+        "certificate": None if result.certificate is None else asdict(result.certificate),
         "output": None if output is None else str(output),
     })  # fmt: skip
 
@@ -139,8 +164,10 @@ def run_select(args: argparse.Namespace) -> None:
                           text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
     config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
     selector = NTKSelector(
-        model, config, budget=args.budget, n_samples=args.n_samples, sigma=args.sigma, seed=args.seed,
-        engine=args.engine, output=args.output_mode, kinds=args.kinds, layers=args.layers, device=args.device,
+        model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
+        kind_sets=args.kind_sets, search=args.search, top=None if args.search == "exhaustive" else args.top,
+        n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
+        kinds=args.kinds, layers=args.layers, device=args.device,
     )  # fmt: skip
     result = selector.select(data)
     if args.output is not None:

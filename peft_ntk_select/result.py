@@ -17,7 +17,7 @@ from torch import nn
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
 from .report import plot_report
-from .search import ScoredSubset, score_subsets
+from .search import Certificate, ScoredSubset, score_subsets
 
 FORMAT = "peft_ntk_select.SelectionResult"
 FORMAT_VERSION = 1
@@ -80,6 +80,7 @@ class SelectionResult:
         adapter_init: {candidate name: lora_A (r, in_features)} at which the kernels were taken.
         sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
         targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
+        space: the admissible space searched; certificate: what the search proved (see ``Certificate``).
     """
 
     candidates: list[Candidate]
@@ -93,8 +94,10 @@ class SelectionResult:
     sample_indices: list[int]
     engine: str
     output: str
-    budget: int
+    budget: int | None
     targets: torch.Tensor | None = None
+    space: str = ""
+    certificate: Certificate | None = None
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
         """Spectral ratio, spectrum and risk of any set of candidates (e.g. PEFT's default placement)."""
@@ -160,6 +163,8 @@ class SelectionResult:
             "output": self.output,
             "budget": self.budget,
             "targets": _tensor_to_json(self.targets),
+            "space": self.space,
+            "certificate": None if self.certificate is None else asdict(self.certificate),
         }
 
     @classmethod
@@ -187,6 +192,8 @@ class SelectionResult:
                 output=data["output"],
                 budget=data["budget"],
                 targets=_tensor_from_json(data["targets"]),
+                space=data["space"],
+                certificate=None if data["certificate"] is None else Certificate(**data["certificate"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err

@@ -12,14 +12,23 @@ from peft import LoraConfig
 from torch import nn
 
 from .candidates import Candidate, discover_candidates
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, SearchSpaceTooLargeError
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import validate_engine
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
 from .result import SelectionResult, config_with_targets, ranked
-from .search import DEFAULT_MAX_SUBSETS, check_budget, check_sigma, rank_subsets
+from .search import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_MAX_NODES,
+    DEFAULT_MAX_SUBSETS,
+    METHODS,
+    check_budget,
+    check_sigma,
+    rank_subsets,
+)
+from .spaces import Budget, ParamBudget, SearchSpace, Structured
 from .spectral import regression_targets
 
 logger = logging.getLogger(__name__)
@@ -43,18 +52,71 @@ def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[
         model.to(original.pop())
 
 
+def admissible_space(
+    candidates: Sequence[Candidate],
+    budget: int,
+    param_budget: int | None,
+    layers_per_pick: int | None,
+    kind_sets: Sequence[Sequence[str] | str],
+    space: SearchSpace | None,
+) -> SearchSpace:
+    """The space the selector searches: ``space``, else a parameter budget, a structured space, or ``Budget``."""
+    chosen = [name for name, value in (("param_budget", param_budget), ("layers_per_pick", layers_per_pick),
+                                        ("space", space)) if value is not None]  # fmt: skip
+    if len(chosen) > 1:
+        raise InvalidConfigError(f"{' and '.join(chosen)} each define the search space: give only one")
+    if space is None and param_budget is not None:
+        space = ParamBudget.from_candidates(param_budget, candidates)
+    elif space is None and layers_per_pick is not None:
+        space = Structured.from_candidates(layers_per_pick, kind_sets, candidates)
+    elif space is None:
+        check_budget(len(candidates), budget, max_subsets=2**63)
+        space = Budget(int(budget))
+    space.check(len(candidates))
+    return space
+
+
+def resolve_search(
+    space: SearchSpace, num_candidates: int, search: str, top: int | None, max_subsets: int
+) -> tuple[str, int | None]:
+    """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact; exact keeps 10 by default."""
+    if search not in ("auto", *METHODS):
+        raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {METHODS}")
+    size = space.size(num_candidates)
+    if search == "auto":
+        search = "exhaustive" if size <= max_subsets else "exact"
+    if search == "exhaustive" and size > max_subsets:
+        raise SearchSpaceTooLargeError(
+            f"exhaustive search would score {size:,} subsets ({space.describe()}), more than "
+            f"max_subsets={max_subsets:,}: use search='exact', a smaller budget, fewer candidates "
+            "(kinds=('q', 'v'), layers=[...]), or raise max_subsets"
+        )
+    if top is None and search != "exhaustive":
+        top = 10
+    return search, top
+
+
 class NTKSelector:
     """Rank subsets of LoRA target modules by the spectrum of the empirical NTK (Algorithm 2).
 
     ``select(data)`` computes the base kernel K (parameters trained in every pick: the task head) and one
-    contribution S_l per candidate, then ranks every subset C of ``budget`` candidates by the spectral
-    ratio r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I), lowest first.
+    contribution S_l per candidate, then ranks the admissible subsets C (by default: every subset of
+    ``budget`` candidates) by the spectral ratio r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I),
+    lowest first.
 
     Args:
         model: a transformers model (not a PeftModel); it is left exactly as it was.
         lora_config: the LoRA settings to select for (r, lora_alpha, use_rslora, patterns, task_type,
             modules_to_save); its ``target_modules`` are ignored and it is never modified.
-        budget: number of modules in a subset.
+        budget: number of modules in a subset (the default space, ``Budget(budget)``).
+        param_budget: instead, every nonempty subset whose LoRA parameters sum to at most this.
+        layers_per_pick, kind_sets: instead, the paper's structured space: every choice of
+            ``layers_per_pick`` layers with one kind set, e.g. ``kind_sets=[("q", "v"), ("k",)]``.
+        space: instead, any ready space from ``peft_ntk_select.spaces`` over these candidates.
+        search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound),
+            ``exhaustive``, ``exact``, ``greedy`` or ``beam`` (see ``rank_subsets``).
+        top: ranked subsets kept; None: all with exhaustive search, 10 otherwise.
+        max_nodes, time_limit, beam_width: limits of the non-exhaustive searches.
         n_samples: samples drawn (with ``seed``) from the data.
         sigma: ridge strength sigma > 0.
         seed: seed of the sample draw and of the LoRA A draw.
@@ -64,7 +126,7 @@ class NTKSelector:
         device: where to compute (the model is moved there and back); None: where the model is.
         show_progress: tqdm progress bars.
         chunk_size: samples per forward pass.
-        max_subsets: refuse exhaustive search beyond this many subsets.
+        max_subsets: largest space searched exhaustively.
     """
 
     def __init__(
@@ -73,6 +135,15 @@ class NTKSelector:
         lora_config: LoraConfig,
         *,
         budget: int = 3,
+        param_budget: int | None = None,
+        layers_per_pick: int | None = None,
+        kind_sets: Sequence[Sequence[str] | str] = (("q", "v"),),
+        space: SearchSpace | None = None,
+        search: str = "auto",
+        top: int | None = None,
+        max_nodes: int | None = DEFAULT_MAX_NODES,
+        time_limit: float | None = None,
+        beam_width: int = DEFAULT_BEAM_WIDTH,
         n_samples: int = 32,
         sigma: float = 1e-4,
         seed: int = 0,
@@ -103,8 +174,10 @@ class NTKSelector:
             layers=layers,
             modules=modules,
         )
-        check_budget(len(self.candidates), budget, max_subsets)
-        self.budget = int(budget)
+        self.space = admissible_space(self.candidates, budget, param_budget, layers_per_pick, kind_sets, space)
+        self.budget = budget if isinstance(self.space, Budget) else None
+        self.search, self.top = resolve_search(self.space, len(self.candidates), search, top, max_subsets)
+        self.search_limits = {"max_nodes": max_nodes, "time_limit": time_limit, "beam_width": beam_width}
         self.n_samples = n_samples
         self.sigma = check_sigma(sigma)
         self.seed = seed
@@ -141,12 +214,12 @@ class NTKSelector:
                 show_progress=self.show_progress,
             )
         targets = self._targets(batch)
-        scored = rank_subsets(
-            contributions, base_kernel, sigma=self.sigma, budget=self.budget, targets=targets,
-            max_subsets=self.max_subsets,
+        found = rank_subsets(
+            contributions, base_kernel, sigma=self.sigma, space=self.space, method=self.search, top=self.top,
+            targets=targets, max_subsets=self.max_subsets, **self.search_limits,
         )  # fmt: skip
-        ranking = [ranked(entry, self.candidates) for entry in scored]
-        best = [self.candidates[i] for i in scored[0].indices]
+        ranking = [ranked(entry, self.candidates) for entry in found.ranking]
+        best = [self.candidates[i] for i in found.ranking[0].indices]
         return SelectionResult(
             candidates=list(self.candidates),
             ranking=ranking,
@@ -161,6 +234,8 @@ class NTKSelector:
             output=self.output,
             budget=self.budget,
             targets=targets,
+            space=self.space.describe(),
+            certificate=found.certificate,
         )
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:

@@ -17,7 +17,8 @@ from peft_ntk_select.cli import build_parser, main
 
 OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
-           "--debug", "--r", "--lora-alpha", "--max-length", "--top"]  # fmt: skip
+           "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
+           "--kind-sets", "--search"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,21 @@ def test_argument_type_errors_are_one_line(capsys):
         main(["select", "--budget", "three"])
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_structured_space_and_search_options(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--layers-per-pick", 1,
+                            "--kind-sets", "q+v,k", "--search", "exact", "--top", 3, "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0 and summary["space"].startswith("Structured")
+    assert summary["certificate"]["method"] == "exact" and summary["certificate"]["optimal"]
+    assert len(summary["ranking"]) == 3
+
+
+def test_param_budget_option_bounds_every_subset(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--param-budget", 512,
+                            "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0 and all(entry["num_params"] <= 512 for entry in summary["ranking"])

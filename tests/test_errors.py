@@ -37,7 +37,10 @@ def selector(config=CONFIG, model=None, **kw):
         ({"engine": "jax"}, InvalidConfigError, r"unknown engine 'jax': choose one of \["),
         ({"output": "logits"}, InvalidConfigError, "unknown output mode 'logits'"),
         ({"chunk_size": 0}, InvalidConfigError, "chunk_size=0 must be a positive integer"),
-        ({"budget": 3, "max_subsets": 10}, SearchSpaceTooLargeError, "smaller budget, fewer candidates"),
+        ({"budget": 3, "max_subsets": 10, "search": "exhaustive"}, SearchSpaceTooLargeError,
+         "use search=.exact., a smaller budget"),
+        ({"search": "simulated-annealing"}, InvalidConfigError, "unknown search"),
+        ({"param_budget": 100, "layers_per_pick": 1}, InvalidConfigError, "give only one"),
     ],
 )  # fmt: skip
 def test_bad_selector_arguments_are_refused(kw, error, message):

@@ -227,3 +227,33 @@ def test_plot_writes_a_png(tmp_path):
     figure = result.plot(tmp_path / "report.png", top=3)
     assert (tmp_path / "report.png").stat().st_size > 1000
     assert len(figure.axes) == 2 and len(figure.axes[0].get_lines()) == 4  # 3 picks + K
+
+
+def test_large_space_switches_to_exact_search_with_the_same_optimum():
+    _, exhaustive = select(budget=3, search="exhaustive")
+    _, automatic = select(budget=3, max_subsets=10)
+    assert automatic.certificate.method == "exact" and automatic.certificate.optimal
+    assert automatic.ranking == exhaustive.ranking[:10]
+    assert exhaustive.certificate.method == "exhaustive" and len(exhaustive.ranking) == 20
+
+
+@pytest.mark.parametrize(
+    ("kw", "space"),
+    [
+        ({"param_budget": 2 * 4 * 32}, "ParamBudget"),
+        ({"layers_per_pick": 1, "kind_sets": [("q", "v"), ("k",)]}, "Structured"),
+    ],
+)
+def test_parameter_and_structured_spaces_reach_the_result(kw, space):
+    _, result = select(**kw)
+    assert result.space.startswith(space) and result.budget is None
+    by_name = {c.name: c for c in result.candidates}
+    for entry in result.ranking:
+        if "param_budget" in kw:
+            assert entry.num_params <= kw["param_budget"]
+        else:
+            layers = {by_name[m].layer for m in entry.modules}
+            kinds = {by_name[m].kind for m in entry.modules}
+            assert len(layers) == 1 and kinds in ({"q", "v"}, {"k"})
+    again = SelectionResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.certificate == result.certificate and again.space == result.space
