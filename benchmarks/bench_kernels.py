@@ -1,0 +1,700 @@
+"""Time the kernel engines against a forward+backward floor and an authors'-style ``jacrev`` baseline.
+
+Run ``python benchmarks/bench_kernels.py`` (RoBERTa-base shape, random weights, n=32, T=128 on CPU) or
+``--quick`` (tiny model, smoke test). See ``benchmarks/README.md`` for what each row means.
+
+Every item (floor, each engine at each chunk size, the baseline) runs in its own fresh worker process
+(peak memory is per item), and the workers are polled round-robin, one measurement each per round, so
+that a change of machine load during the run affects every item alike. Only ratios measured side by
+side in one run are meaningful on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+GOAL = 1.3  # the issue's target: every engine within 1.3x of the floor on CPU
+ENGINE_NAMES = ("func", "hooks", "reference")
+ALL_ENGINES = (*ENGINE_NAMES, "baseline")
+QUICK = {
+    "layers": 2,
+    "hidden": 64,
+    "heads": 4,
+    "intermediate": 128,
+    "vocab": 1000,
+    "n": 8,
+    "length": 16,
+    "repeats": 2,
+    "reference_n": 4,
+    "baseline_n": 4,
+}
+DEFAULTS = {
+    "layers": 12,
+    "hidden": 768,
+    "heads": 12,
+    "intermediate": None,  # 4 x hidden
+    "vocab": 50265,
+    "n": 32,
+    "length": 128,
+    "repeats": 3,
+    "reference_n": 8,
+    "baseline_n": 8,
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One timed row: ``kind`` is floor, floor_c, engine or baseline; ``n_run`` the samples it runs."""
+
+    key: str
+    kind: str
+    label: str
+    n_run: int
+    engine: str | None = None
+    chunk: int | None = None
+
+
+@dataclass
+class Row:
+    item: Item
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# arguments
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test); explicit flags win")
+    parser.add_argument("--layers", type=int, help="encoder layers [12; quick 2]")
+    parser.add_argument("--hidden", type=int, help="hidden size [768; quick 64]")
+    parser.add_argument("--heads", type=int, help="attention heads [12; quick 4]")
+    parser.add_argument("--intermediate", type=int, help="MLP size [4 x hidden; quick 128]")
+    parser.add_argument("--vocab", type=int, help="vocabulary size [50265; quick 1000]")
+    parser.add_argument("--labels", type=int, default=2, help="num_labels of the classifier (logits c)")
+    parser.add_argument("--n", type=int, help="samples in the kernel [32; quick 8]")
+    parser.add_argument("--length", type=int, help="tokens per sample T [128; quick 16]")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA r (lora_alpha = r)")
+    parser.add_argument(
+        "--output",
+        default="trace",
+        choices=("trace", "margin", "loss"),
+        help="per-sample output of the kernel: trace needs one backward per logit, margin and loss one",
+    )
+    parser.add_argument("--repeats", type=int, help="timed runs per item; medians are reported [3; quick 2]")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ALL_ENGINES),
+        help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs)",
+    )
+    parser.add_argument("--chunk-sizes", default="8,32", help="chunk sizes for the func and hooks engines")
+    parser.add_argument("--reference-n", type=int, help="samples the reference engine runs (extrapolated) [8]")
+    parser.add_argument("--baseline-n", type=int, help="samples the jacrev baseline runs (extrapolated) [8]")
+    parser.add_argument("--budget", type=int, default=3, help="modules per subset (baseline subset size)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads in every worker [torch default]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch and the LoRA A")
+    parser.add_argument("--no-floor-c", action="store_true", help="skip the informational c-backward floor row")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    base = {**DEFAULTS, **(QUICK if args.quick else {})}
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.intermediate is None:
+        args.intermediate = 4 * args.hidden
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(args.engines) - set(ALL_ENGINES))
+    if unknown:
+        parser.error(f"unknown engines {unknown}: choose among {ALL_ENGINES}")
+    args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c.strip()]
+    args.reference_n = min(args.reference_n, args.n)
+    args.baseline_n = min(args.baseline_n, args.n)
+    if args.output == "margin" and args.labels != 2:
+        parser.error("--output margin needs --labels 2")
+    if args.n < 2 or min(args.reference_n, args.baseline_n) < 1 or args.repeats < 1:
+        parser.error("need --n >= 2, --reference-n/--baseline-n >= 1 and --repeats >= 1")
+    return args
+
+
+def outputs_per_sample(args: argparse.Namespace) -> int:
+    """c: the outputs whose gradients make the kernel (one backward pass each)."""
+    return args.labels if args.output == "trace" else 1
+
+
+def plan(args: argparse.Namespace) -> list[Item]:
+    """The rows of the table, in order."""
+    items = [Item("floor", "floor", "floor: fwd + 1 bwd, no weight grads", args.n)]
+    if not args.no_floor_c and outputs_per_sample(args) > 1:
+        items.append(Item("floor_c", "floor_c", f"floor, {args.labels} bwd (one per logit)", args.n))
+    for engine in ENGINE_NAMES:
+        if engine not in args.engines:
+            continue
+        if engine == "reference":
+            items.append(Item("reference", "engine", "reference (per-sample loop)", args.reference_n, "reference"))
+            continue
+        for chunk in args.chunk_sizes:
+            items.append(Item(f"{engine}@{chunk}", "engine", f"{engine}, chunk_size={chunk}", args.n, engine, chunk))
+    if "baseline" in args.engines:
+        items.append(
+            Item("baseline", "baseline", f"authors' jacrev, 1 subset of {args.budget}", args.baseline_n, "baseline")
+        )
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the work of one item (runs inside a worker process)
+
+
+def build_model(args: argparse.Namespace):
+    """Random-weight RobertaForSequenceClassification of the configured shape and a random full batch."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(args.seed)
+    config = RobertaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=args.intermediate,
+        num_labels=args.labels,
+        max_position_embeddings=args.length + 2 + 8,  # RoBERTa positions start at pad_token_id + 1
+    )
+    model = RobertaForSequenceClassification(config).eval().to(args.device)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    input_ids = torch.randint(3, args.vocab, (args.n, args.length), generator=generator)
+    labels = torch.randint(0, args.labels, (args.n,), generator=generator)
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    return model, {key: value.to(args.device) for key, value in batch.items()}
+
+
+def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """Build the model for ``item`` and return (run once, info)."""
+    import torch
+    from peft import LoraConfig
+
+    from peft_ntk_select import compute_kernels, discover_candidates
+
+    model, batch = build_model(args)
+    batch = {key: value[: item.n_run] for key, value in batch.items()}
+    candidates = discover_candidates(model, rank=args.rank)
+    info: dict[str, Any] = {"candidates": len(candidates)}
+
+    if item.kind in ("floor", "floor_c"):
+        # The benchmark's own model: no parameter needs a gradient; the backward reaches an input leaf.
+        for param in model.parameters():
+            param.requires_grad_(False)
+        embed = model.get_input_embeddings()
+        backward_passes = 1 if item.kind == "floor" else outputs_per_sample(args)
+
+        def run() -> None:
+            with torch.enable_grad():
+                leaf = embed(batch["input_ids"]).detach().requires_grad_()
+                logits = model(inputs_embeds=leaf, attention_mask=batch["attention_mask"]).logits
+                if backward_passes == 1:
+                    torch.autograd.grad(logits.sum(), leaf)
+                    return
+                for a in range(backward_passes):
+                    torch.autograd.grad(logits[:, a].sum(), leaf, retain_graph=a < backward_passes - 1)
+
+        return run, info
+
+    lora_config = LoraConfig(r=args.rank, lora_alpha=args.rank, task_type="SEQ_CLS")
+    if item.kind == "engine":
+        chunk = item.chunk or 8
+
+        def run() -> None:
+            compute_kernels(
+                model, batch, candidates, lora_config, engine=item.engine, output=args.output, chunk_size=chunk
+            )
+
+        return run, info
+
+    return _baseline_runner(model, batch, candidates, args, info)
+
+
+def baseline_modules(candidates: Sequence[Any], budget: int) -> list[str]:
+    """``budget`` candidates spread over the depth (first, ..., last): one configuration."""
+    if budget >= len(candidates):
+        return [c.name for c in candidates]
+    picks = sorted({round(i * (len(candidates) - 1) / max(budget - 1, 1)) for i in range(budget)})
+    return [candidates[i].name for i in picks]
+
+
+def _baseline_runner(model, batch, candidates, args, info):
+    """The authors' style: a real PEFT model on one subset, ``jacrev`` over all its LoRA parameters
+    (A and B), one sample at a time; kernel = sum over outputs of J J^T."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.func import functional_call, jacrev
+
+    modules = baseline_modules(candidates, args.budget)
+    config = LoraConfig(r=args.rank, lora_alpha=args.rank, task_type="SEQ_CLS", target_modules=modules)
+    peft_model = get_peft_model(model, config).eval()
+    state = {name: param.detach() for name, param in peft_model.named_parameters()}
+    state.update(dict(peft_model.named_buffers()))
+    lora = {name: tensor for name, tensor in state.items() if "lora_" in name}
+    info.update({"modules": modules, "lora_params": sum(t.numel() for t in lora.values())})
+
+    def outputs(params: dict[str, torch.Tensor], sample: dict[str, torch.Tensor]) -> torch.Tensor:
+        kwargs = {"input_ids": sample["input_ids"][None], "attention_mask": sample["attention_mask"][None]}
+        logits = functional_call(peft_model, {**state, **params}, args=(), kwargs=kwargs).logits[0]
+        if args.output == "trace":
+            return logits
+        if args.output == "margin":
+            return (logits[1] - logits[0]).unsqueeze(0)
+        return torch.nn.functional.cross_entropy(logits[None], sample["labels"][None]).unsqueeze(0)
+
+    jacobian = jacrev(outputs)
+
+    def run() -> torch.Tensor:
+        rows = []
+        for i in range(batch["input_ids"].shape[0]):
+            jac = jacobian(lora, {key: value[i] for key, value in batch.items()})  # {name: (c, *shape)}
+            rows.append(torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1))
+        features = torch.stack(rows).double()  # (n, c, P)
+        return torch.einsum("icp,jcp->ij", features, features)
+
+    return run, info
+
+
+class PeakRss:
+    """Peak resident memory of this process during a block: a 5 ms psutil sampler, and ru_maxrss when the
+    process's all-time peak rose inside the block."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> PeakRss:
+        self.maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if maxrss > self.maxrss_before:
+            self.peak = max(self.peak, maxrss)
+
+
+def current_rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _worker(item: Item, args: argparse.Namespace, conn) -> None:
+    """Build, report ready, then time one run per "run" command until "stop"."""
+    try:
+        import gc
+        import warnings
+
+        import torch
+
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        cuda = torch.device(args.device).type == "cuda"
+        run, info = make_runner(item, args)
+        gc.collect()
+        info["threads"] = torch.get_num_threads()
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+        else:
+            base = current_rss()
+        info["base_mib"] = base / 2**20
+        conn.send(("ready", info))
+        while conn.recv() == "run":
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                torch.cuda.synchronize()
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                run()
+                torch.cuda.synchronize()
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                peak = torch.cuda.max_memory_allocated() - base
+            else:
+                with PeakRss() as meter:
+                    wall0, cpu0 = time.perf_counter(), time.process_time()
+                    run()
+                    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+                peak = meter.peak - base
+            gc.collect()
+            conn.send(("ok", {"wall": wall, "cpu": cpu, "peak_mib": max(peak, 0) / 2**20}))
+    except BaseException:  # report anything (MemoryError included) to the parent, which prints it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the parent: workers, rounds, table
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    cpu_model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu_model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu_model,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "device": args.device,
+        "loadavg_start": os.getloadavg(),
+        "cpu_busy_before_pct": _busy_percent(),
+    }
+    if torch.device(args.device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+    return info
+
+
+def _busy_percent(seconds: float = 2.0) -> float:
+    """System-wide CPU use (percent of all CPUs) over ``seconds`` while this process idles: other load."""
+    import psutil
+
+    return psutil.cpu_percent(interval=seconds)
+
+
+class OtherLoad:
+    """CPU time that processes other than this benchmark (parent and workers) used during the run.
+
+    System-wide busy time (/proc/stat through psutil) minus this process's and its joined children's
+    user+system time; hypervisor steal reported apart. A shared machine makes timings noisy; this says how much.
+    """
+
+    @staticmethod
+    def _now() -> tuple[float, float, float, float]:
+        import psutil
+
+        times = psutil.cpu_times()
+        busy = sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+        ours = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            usage = resource.getrusage(who)
+            ours += usage.ru_utime + usage.ru_stime
+        return time.perf_counter(), busy, ours, getattr(times, "steal", 0.0)
+
+    def __enter__(self) -> OtherLoad:
+        self.start = self._now()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._now()
+        wall, busy, ours, steal = (b - a for a, b in zip(self.start, end, strict=True))
+        capacity = wall * (os.cpu_count() or 1)
+        self.other_pct = 100 * max(busy - ours, 0.0) / capacity
+        self.steal_pct = 100 * steal / capacity
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_rounds(items: list[Item], args: argparse.Namespace) -> list[Row]:
+    """Start one worker per item, wait until all are built, then poll them round-robin."""
+    context = mp.get_context("spawn")
+    rows = [Row(item) for item in items]
+    workers = []
+    for item in items:
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(item, args, child), daemon=True)
+        process.start()
+        child.close()
+        workers.append((process, parent))
+    try:
+        for row, (_, conn) in zip(rows, workers, strict=True):
+            status, payload = _receive(conn)
+            if status == "ready":
+                row.info = payload
+                log(f"ready: {row.item.label} (base {payload['base_mib']:.0f} MiB)")
+            else:
+                row.error = payload
+                log(f"FAILED to build {row.item.label}:\n{payload}")
+        live = [i for i, row in enumerate(rows) if row.error is None]
+        total = args.warmup + args.repeats
+        for round_index in range(total):
+            timed = round_index >= args.warmup
+            order = live[round_index % len(live) :] + live[: round_index % len(live)] if live else []
+            for index in order:
+                row, (_, conn) = rows[index], workers[index]
+                if row.error is not None:
+                    continue
+                conn.send("run")
+                status, payload = _receive(conn)
+                if status != "ok":
+                    row.error = payload
+                    log(f"FAILED {row.item.label}:\n{payload}")
+                    continue
+                tag = "timed" if timed else "warm-up"
+                log(
+                    f"round {round_index + 1}/{total} ({tag}) {row.item.label}: {payload['wall']:.2f} s wall, "
+                    f"{payload['cpu']:.2f} s CPU, peak +{payload['peak_mib']:.0f} MiB"
+                )
+                if timed:
+                    row.walls.append(payload["wall"])
+                    row.cpus.append(payload["cpu"])
+                row.peaks.append(payload["peak_mib"])
+    finally:
+        for _, conn in workers:
+            try:
+                conn.send("stop")
+            except (BrokenPipeError, OSError):
+                pass
+        for process, conn in workers:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+            conn.close()
+    return rows
+
+
+def _receive(conn) -> tuple[str, Any]:
+    try:
+        return conn.recv()
+    except EOFError:
+        return "error", "the worker process died (killed for memory?)"
+
+
+def scale_of(item: Item, args: argparse.Namespace) -> float:
+    """Linear extrapolation factor from the samples run to n."""
+    return args.n / item.n_run
+
+
+def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
+    """Medians, extrapolations, ratios to the floor (ratio of medians and median of per-round ratios)."""
+    floor = next(row for row in rows if row.item.kind == "floor")
+    floor_wall = statistics.median(floor.walls) if floor.walls else math.nan
+    out = []
+    for row in rows:
+        entry: dict[str, Any] = {"key": row.item.key, "label": row.item.label, "n_run": row.item.n_run}
+        entry.update({k: v for k, v in row.info.items() if k in ("modules", "lora_params", "threads")})
+        if row.error or not row.walls:
+            entry["error"] = (row.error or "no timed run").strip().splitlines()[-1]
+            out.append(entry)
+            continue
+        scale = scale_of(row.item, args)
+        walls = [w * scale for w in row.walls]
+        entry.update(
+            {
+                "extrapolated_from_n": row.item.n_run if scale != 1 else None,
+                "wall_s": statistics.median(walls),
+                "wall_min_s": min(walls),
+                "wall_runs_s": walls,
+                "cpu_s": statistics.median(row.cpus) * scale,
+                "peak_mib": max(row.peaks),
+                "x_floor": statistics.median(walls) / floor_wall,
+                "x_floor_min": min(walls) / min(floor.walls),
+            }
+        )
+        paired = [w / f for w, f in zip(walls, floor.walls, strict=False)]  # a failed floor run shortens it
+        entry["x_floor_per_round"] = statistics.median(paired) if paired else math.nan
+        out.append(entry)
+    return {"floor_s": floor_wall, "rows": out}
+
+
+def _num(seconds: float) -> str:
+    """Seconds with about three significant digits."""
+    return f"{seconds:.3f}" if seconds < 10 else f"{seconds:.2f}" if seconds < 100 else f"{seconds:.1f}"
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def report(summary: dict[str, Any], args: argparse.Namespace, machine: dict[str, Any], candidates: int) -> str:
+    lines = []
+    lines.append(
+        f"RobertaForSequenceClassification (random weights): {args.layers} layers, hidden {args.hidden}, "
+        f"{args.heads} heads, intermediate {args.intermediate}, {args.labels} labels; {candidates} q/k/v candidates; "
+        f"n={args.n}, T={args.length}, LoRA r={args.rank}, output={args.output!r}; device {args.device}"
+    )
+    lines.append(
+        f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), torch {machine['torch']}, transformers "
+        f"{machine['transformers']}, peft {machine['peft']}; {machine['date']}; load average at start "
+        f"{machine['loadavg_start'][0]:.2f}, at end {machine.get('loadavg_end', (math.nan,))[0]:.2f}"
+        + (f"; GPU {machine['gpu']}" if "gpu" in machine else "")
+    )
+    threads = sorted({e.get("threads") for e in summary["rows"] if e.get("threads")})
+    lines.append(
+        f"torch threads per worker: {', '.join(map(str, threads)) or '?'}; median of {args.repeats} timed run(s) "
+        f"per row ({args.warmup} warm-up round(s)); memory: peak above"
+    )
+    lines.append("the worker's own footprint after building the model (" + ("max_memory_allocated" if "gpu" in machine
+                 else "RSS") + "); rows marked * ran fewer samples and are scaled linearly to n")  # fmt: skip
+    busy = machine["other_cpu_pct"]
+    lines.append(
+        f"CPU used by other processes: {machine['cpu_busy_before_pct']:.0f}% of the machine in the 2 s before "
+        f"the run, {busy:.0f}% during it (hypervisor steal {machine['steal_pct']:.0f}%)"
+    )
+    if "gpu" not in machine and max(busy, machine["cpu_busy_before_pct"]) > 10:
+        lines.append(
+            "WARNING: other processes share the CPU. Multi-threaded ops then wait for descheduled OpenMP peers, "
+            "which penalises the engines' many small ops more than the floor's few large ones; compare with "
+            "--threads 1, and trust only ratios."
+        )
+    lines.append("")
+    header = (
+        f"{'row':<40} {'wall (s)':>9} {'min':>8} {'CPU (s)':>9} {'x floor':>8} {'x/round':>8} {'x min':>6} "
+        f"{'peak MiB':>9}"
+    )
+    lines.append(header)
+    lines.append("-" * len(header))
+    for entry in summary["rows"]:
+        label = entry["label"]
+        if entry.get("error"):
+            lines.append(f"{label:<40} FAILED: {entry['error']}")
+            continue
+        if entry.get("extrapolated_from_n"):
+            label = f"{label} *n={entry['extrapolated_from_n']}"
+        lines.append(
+            f"{label:<40} {_num(entry['wall_s']):>9} {_num(entry['wall_min_s']):>8} {_num(entry['cpu_s']):>9} "
+            f"{entry['x_floor']:>8.2f} {entry['x_floor_per_round']:>8.2f} {entry['x_floor_min']:>6.2f} "
+            f"{entry['peak_mib']:>9.0f}"
+        )
+    lines.append("")
+    lines.extend(verdicts(summary, args))
+    return "\n".join(lines)
+
+
+def verdicts(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    rows = {entry["key"]: entry for entry in summary["rows"] if not entry.get("error")}
+    lines = []
+    cpu = args.device == "cpu"
+    where = " (CPU)." if cpu else " (the goal is stated for CPU)."
+    lines.append(f"Goal: every engine within {GOAL}x of the floor{where}")
+    best: dict[str, dict[str, Any]] = {}
+    for engine in ENGINE_NAMES:
+        candidates = [e for k, e in rows.items() if k == engine or k.startswith(f"{engine}@")]
+        if not candidates:
+            continue
+        best[engine] = min(candidates, key=lambda e: e["wall_s"])
+        entry = best[engine]
+        met = entry["x_floor"] <= GOAL
+        lines.append(
+            f"  {entry['label']:<28} {entry['x_floor']:5.2f}x floor (per-round {entry['x_floor_per_round']:.2f}x, "
+            f"fastest runs {entry['x_floor_min']:.2f}x): " + ("MEETS" if met else "does NOT meet") + f" {GOAL}x"
+        )
+    if "floor_c" in rows:
+        bound = rows["floor_c"]["x_floor"]
+        lines.append(
+            f"  note: output='trace' needs one backward per logit; the {args.labels}-backward floor alone is "
+            f"{bound:.2f}x the 1-backward floor"
+        )
+    for engine in ("func", "hooks"):
+        sizes = sorted((e["wall_s"], k) for k, e in rows.items() if k.startswith(f"{engine}@"))
+        if len(sizes) > 1:
+            (fast, fast_key), (slow, slow_key) = sizes[0], sizes[-1]
+            lines.append(
+                f"Chunk size, {engine}: chunk_size={fast_key.split('@')[1]} is faster ({_fmt_time(fast)} vs "
+                f"{_fmt_time(slow)} at chunk_size={slow_key.split('@')[1]}, {slow / fast:.2f}x)"
+                + (" - under 5%: a tie within noise" if slow / fast < 1.05 else "")
+            )
+    if "baseline" in rows and best:
+        base = rows["baseline"]
+        fastest = min(best.values(), key=lambda e: e["wall_s"])
+        subsets = math.comb(summary.get("candidates") or 0, args.budget)
+        lines.append(
+            f"Per configuration: the authors'-style jacrev kernel of one {args.budget}-module subset "
+            f"({base.get('lora_params', '?')} LoRA parameters) takes {_fmt_time(base['wall_s'])} at n={args.n}"
+            + (f" (extrapolated from n={base['extrapolated_from_n']})" if base.get("extrapolated_from_n") else "")
+            + f"; one {fastest['label']} pass ({_fmt_time(fastest['wall_s'])}) gives all {summary.get('candidates')}"
+            f" S_l, hence all {subsets} subsets of {args.budget}."
+        )
+        if subsets:
+            lines.append(
+                f"  exhaustive search: baseline {_fmt_time(base['wall_s'])} x {subsets} = "
+                f"{_fmt_time(base['wall_s'] * subsets)} vs one engine pass {_fmt_time(fastest['wall_s'])} "
+                f"({base['wall_s'] * subsets / fastest['wall_s']:.0f}x); per configuration the engine costs "
+                f"{_fmt_time(fastest['wall_s'] / subsets)} vs {_fmt_time(base['wall_s'])} "
+                f"(one configuration alone: engine/baseline = {fastest['wall_s'] / base['wall_s']:.2f})"
+            )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; print the table (stdout) and progress (stderr); return the results."""
+    args = parse_args(argv)
+    import torch
+
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here")
+    machine = machine_info(args)
+    items = plan(args)
+    log(f"{len(items)} rows, {args.warmup} warm-up + {args.repeats} timed round(s); workers: one process per row")
+    started = time.perf_counter()
+    with OtherLoad() as other:
+        rows = run_rounds(items, args)  # joins every worker, so their CPU time is counted as ours
+    machine["other_cpu_pct"], machine["steal_pct"] = other.other_pct, other.steal_pct
+    machine["loadavg_end"] = os.getloadavg()
+    machine["elapsed_s"] = time.perf_counter() - started
+    summary = summarize(rows, args)
+    summary["candidates"] = next((row.info.get("candidates") for row in rows if row.info), 0)
+    text = report(summary, args, machine, summary["candidates"])
+    print(text, flush=True)
+    log(f"total {machine['elapsed_s']:.0f} s")
+    result = {"machine": machine, "args": {k: v for k, v in vars(args).items()}, **summary, "report": text}
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2, default=str)
+    return result
+
+
+if __name__ == "__main__":
+    main()
