@@ -84,41 +84,39 @@ class Row:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test); explicit flags win")
     parser.add_argument("--layers", type=int, help="encoder layers [12; quick 2]")
     parser.add_argument("--hidden", type=int, help="hidden size [768; quick 64]")
     parser.add_argument("--heads", type=int, help="attention heads [12; quick 4]")
     parser.add_argument("--intermediate", type=int, help="MLP size [4 x hidden; quick 128]")
     parser.add_argument("--vocab", type=int, help="vocabulary size [50265; quick 1000]")
-    parser.add_argument("--labels", type=int, default=2, help="num_labels of the classifier (logits c)")
+    parser.add_argument("--labels", type=int, default=2, help="num_labels of the classifier (logits c) [2]")
     parser.add_argument("--n", type=int, help="samples in the kernel [32; quick 8]")
     parser.add_argument("--length", type=int, help="tokens per sample T [128; quick 16]")
-    parser.add_argument("--rank", type=int, default=8, help="LoRA r (lora_alpha = r)")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA r, with lora_alpha = r [8]")
     parser.add_argument(
         "--output",
         default="trace",
         choices=("trace", "margin", "loss"),
-        help="per-sample output of the kernel: trace needs one backward per logit, margin and loss one",
+        help="per-sample output of the kernel: trace needs one backward per logit, margin and loss one [trace]",
     )
     parser.add_argument("--repeats", type=int, help="timed runs per item; medians are reported [3; quick 2]")
-    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones")
+    parser.add_argument("--warmup", type=int, default=0, help="untimed rounds before the timed ones [0]")
     parser.add_argument(
         "--engines",
         default=",".join(ALL_ENGINES),
-        help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs)",
+        help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs) [all]",
     )
-    parser.add_argument("--chunk-sizes", default="8,32", help="chunk sizes for the func and hooks engines")
+    parser.add_argument("--chunk-sizes", default="8,32", help="chunk sizes for the func and hooks engines [8,32]")
     parser.add_argument("--reference-n", type=int, help="samples the reference engine runs (extrapolated) [8]")
     parser.add_argument("--baseline-n", type=int, help="samples the jacrev baseline runs (extrapolated) [8]")
-    parser.add_argument("--budget", type=int, default=3, help="modules per subset (baseline subset size)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (or cuda:N)")
+    parser.add_argument("--budget", type=int, default=3, help="modules per subset: the baseline's subset size [3]")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every worker [torch default]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch and the LoRA A")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch and the LoRA A [0]")
     parser.add_argument("--no-floor-c", action="store_true", help="skip the informational c-backward floor row")
-    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--json", help="also write the results (runs, medians, machine) to this JSON file")
     args = parser.parse_args(argv)
     base = {**DEFAULTS, **(QUICK if args.quick else {})}
     for key, value in base.items():
