@@ -128,7 +128,7 @@ def check_sigma(sigma: object) -> float:
     return float(sigma)
 
 
-def _check_budget_value(num_candidates: int, budget: object) -> int:
+def check_budget_value(num_candidates: int, budget: object) -> int:
     if not is_integer(budget) or not 1 <= budget <= num_candidates:  # type: ignore[operator]
         raise InvalidConfigError(
             f"budget={budget!r} must be an integer between 1 and the number of candidates ({num_candidates}): "
@@ -139,13 +139,24 @@ def _check_budget_value(num_candidates: int, budget: object) -> int:
 
 def check_budget(num_candidates: int, budget: int, max_subsets: int = DEFAULT_MAX_SUBSETS) -> int:
     """Validate the budget; return the number of subsets exhaustive search would score."""
-    budget = _check_budget_value(num_candidates, budget)
+    budget = check_budget_value(num_candidates, budget)
     count = math.comb(num_candidates, budget)
     if count > max_subsets:
         raise SearchSpaceTooLargeError(
             f"exhaustive search would score C({num_candidates}, {budget}) = {count:,} subsets, more than "
             f"max_subsets={max_subsets:,}: use a smaller budget, fewer candidates (kinds=('q', 'v'), "
             "layers=[...]), or raise max_subsets"
+        )
+    return count
+
+
+def check_exhaustive(space: SearchSpace, num_candidates: int, max_subsets: int, remedy: str) -> int:
+    """Size of ``space``; ``SearchSpaceTooLargeError`` ending with ``remedy`` when above ``max_subsets``."""
+    count = space.size(num_candidates)
+    if count > max_subsets:
+        raise SearchSpaceTooLargeError(
+            f"exhaustive search would score {count:,} subsets ({space.describe()} over {num_candidates} "
+            f"candidates), more than max_subsets={max_subsets:,}: {remedy}"
         )
     return count
 
@@ -507,7 +518,7 @@ def _resolve_space(num_candidates: int, budget: object, space: object) -> Search
             "Structured(...)"
         )
     if space is None:
-        return Budget(_check_budget_value(num_candidates, budget))
+        return Budget(check_budget_value(num_candidates, budget))
     if not isinstance(space, SearchSpace):
         raise InvalidConfigError(
             f"space={space!r} is not a search space: use Budget, ParamBudget or Structured from peft_ntk_select.spaces"
@@ -598,13 +609,10 @@ def _exhaustive(
 ) -> tuple[tuple[ScoredSubset, ...], Certificate]:
     """Enumerate the space and score every subset; refused above ``max_subsets``."""
     num_candidates = parts.shape[0]
-    count = space.size(num_candidates)
-    if count > max_subsets:
-        raise SearchSpaceTooLargeError(
-            f"exhaustive search would score {count:,} subsets ({space.describe()} over {num_candidates} "
-            f"candidates), more than max_subsets={max_subsets:,}: pass top= with method='exact' (branch and "
-            "bound) or use method='beam', use a smaller space or fewer candidates, or raise max_subsets"
-        )
+    count = check_exhaustive(
+        space, num_candidates, max_subsets, "pass top= with method='exact' (branch and bound) or use "
+        "method='beam', use a smaller space or fewer candidates, or raise max_subsets"
+    )  # fmt: skip
     ranking = _best(parts, base, list(space.subsets(num_candidates)), None, top, sigma, targets, batch_size)
     best = ranking[0].ratio if ranking else math.inf
     return ranking, Certificate("exhaustive", True, best, best, 0.0, len(ranking), 0, count, count)

@@ -12,7 +12,7 @@ from peft import LoraConfig
 from torch import nn
 
 from .candidates import Candidate, discover_candidates
-from .errors import InvalidConfigError, SearchSpaceTooLargeError
+from .errors import InvalidConfigError
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import validate_engine
@@ -24,7 +24,8 @@ from .search import (
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SUBSETS,
     METHODS,
-    check_budget,
+    check_budget_value,
+    check_exhaustive,
     check_sigma,
     rank_subsets,
 )
@@ -70,8 +71,7 @@ def admissible_space(
     elif space is None and layers_per_pick is not None:
         space = Structured.from_candidates(layers_per_pick, kind_sets, candidates)
     elif space is None:
-        check_budget(len(candidates), budget, max_subsets=2**63)
-        space = Budget(int(budget))
+        space = Budget(check_budget_value(len(candidates), budget))
     space.check(len(candidates))
     return space
 
@@ -82,15 +82,11 @@ def resolve_search(
     """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact; exact keeps 10 by default."""
     if search not in ("auto", *METHODS):
         raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {METHODS}")
-    size = space.size(num_candidates)
     if search == "auto":
-        search = "exhaustive" if size <= max_subsets else "exact"
-    if search == "exhaustive" and size > max_subsets:
-        raise SearchSpaceTooLargeError(
-            f"exhaustive search would score {size:,} subsets ({space.describe()}), more than "
-            f"max_subsets={max_subsets:,}: use search='exact', a smaller budget, fewer candidates "
-            "(kinds=('q', 'v'), layers=[...]), or raise max_subsets"
-        )
+        search = "exhaustive" if space.size(num_candidates) <= max_subsets else "exact"
+    if search == "exhaustive":
+        check_exhaustive(space, num_candidates, max_subsets, "use search='exact', a smaller budget, fewer "
+                         "candidates (kinds=('q', 'v'), layers=[...]), or raise max_subsets")  # fmt: skip
     if top is None and search != "exhaustive":
         top = 10
     return search, top
