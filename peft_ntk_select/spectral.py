@@ -31,7 +31,29 @@ def extreme_eigenvalues(kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def subset_kernels(base_kernel: torch.Tensor, contributions: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
     """K + S_C for each subset: K (n, n), S (L, n, n), subsets (m, k) indices -> (m, n, n) float64."""
-    return base_kernel.double() + contributions.double()[subsets].sum(dim=1)
+    parts = contributions.double()
+    kernels = base_kernel.double().expand(subsets.shape[0], *base_kernel.shape).clone()
+    for column in range(subsets.shape[1]):  # one candidate at a time: no (m, k, n, n) intermediate
+        kernels += parts[subsets[:, column]]
+    return kernels
+
+
+def ritz_lower_bounds(base_kernel: torch.Tensor, contributions: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
+    """Lower bounds (m,) on lambda_max(K + S_C) for subsets (m, k), from one subspace shared by all.
+
+    Cauchy interlacing: lambda_max(V^T (K + S_C) V) <= lambda_max(K + S_C) for orthonormal V (n, p). V spans
+    the top two eigenvectors of K + k mean_l S_l, a typical subset's kernel, so each bound is a sum of
+    2 x 2 blocks and a closed-form eigenvalue. Tight when K dominates every S_l (the classifier head);
+    loose when the S_l point in unrelated directions.
+    """
+    base, parts = _symmetric(base_kernel.double()), _symmetric(contributions.double())
+    typical = base + subsets.shape[1] * parts.mean(0)
+    basis = torch.linalg.eigh(typical)[1][:, -2:]  # (n, p), p = min(2, n)
+    projected = basis.T @ base @ basis + (basis.T @ parts @ basis)[subsets].sum(1)  # (m, p, p)
+    if basis.shape[1] == 1:
+        return projected[:, 0, 0]
+    first, second, off = projected[:, 0, 0], projected[:, 1, 1], projected[:, 0, 1]
+    return 0.5 * (first + second) + torch.hypot(0.5 * (first - second), off)
 
 
 def spectral_ratio(lambda_max_subset: torch.Tensor, lambda_max_base: float, sigma: float) -> torch.Tensor:

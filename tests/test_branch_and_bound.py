@@ -166,6 +166,19 @@ def test_without_limits_the_hard_problem_is_solved_exactly():
     assert result.certificate.evaluated < len(full)
 
 
+def test_exhaustive_top_solves_only_the_subsets_its_lower_bounds_cannot_exclude():
+    """A dominant K (the classifier head): the Ritz bounds are nearly exact, so few subsets are solved."""
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(8, 3, generator=generator, dtype=torch.float64) + 1.0
+    factors = torch.randn(12, 8, 2, generator=generator, dtype=torch.float64)
+    base, contributions = 1e3 * features @ features.T, factors @ factors.mT
+    full = rank_subsets(contributions, base, sigma=1e-4, budget=3, method="exhaustive")
+    result = rank_subsets(contributions, base, sigma=1e-4, budget=3, method="exhaustive", top=5)
+    assert result.ranking == full.ranking[:5]
+    assert full.certificate.evaluated == full.certificate.space_size == 220
+    assert result.certificate.evaluated < 50
+
+
 # greedy and beam
 
 

@@ -18,6 +18,7 @@ from peft_ntk_select.spectral import (
     regression_targets,
     ridge_objective,
     risk_bounds,
+    ritz_lower_bounds,
     spectral_ratio,
     subset_kernels,
 )
@@ -187,6 +188,36 @@ def test_weyl_bounds_are_attained_by_aligned_and_orthogonal_contributions():
     _, orthogonal_max = extreme_eigenvalues(subset_kernels(base, orthogonal, torch.tensor([[0, 1]])))
     assert float(aligned_max) == pytest.approx(3.0, rel=1e-14)  # upper bound lambda_max(S_0) + lambda_max(S_1)
     assert float(orthogonal_max) == pytest.approx(2.0, rel=1e-14)  # lower bound max_l lambda_max(S_l)
+
+
+@FAST
+@given(problems_with_subset())
+def test_ritz_lower_bound_is_at_most_the_subset_lambda_max(problem):
+    base, contributions, subset = problem
+    rows = torch.tensor([subset])
+    _, subset_max = extreme_eigenvalues(subset_kernels(base, contributions, rows))
+    bound = ritz_lower_bounds(base, contributions, rows)
+    assert bound.shape == (1,)
+    assert float(bound) <= float(subset_max) + tolerance(base, *contributions)
+
+
+@FAST
+@given(problems_with_subset())
+def test_ritz_lower_bound_is_exact_when_every_kernel_lives_on_two_directions(problem):
+    base, contributions, subset = problem
+    n = base.shape[0]
+    plane = torch.zeros(n, n, dtype=torch.float64)
+    plane[:2, :2] = 1.0
+    base, contributions = base * plane, contributions * plane  # PSD blocks on the first two coordinates
+    rows = torch.tensor([subset])
+    _, subset_max = extreme_eigenvalues(subset_kernels(base, contributions, rows))
+    bound = float(ritz_lower_bounds(base, contributions, rows))
+    assert bound == pytest.approx(float(subset_max), rel=1e-9, abs=tolerance(base, *contributions))
+
+
+def test_ritz_lower_bound_of_one_sample_is_the_kernel_itself():
+    base, contributions = torch.tensor([[2.0]]), torch.tensor([[[1.0]], [[3.0]], [[5.0]]])
+    assert ritz_lower_bounds(base, contributions, torch.tensor([[0, 2], [1, 2]])).tolist() == [8.0, 10.0]
 
 
 # Condition number and Theorem 1
