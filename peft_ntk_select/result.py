@@ -37,6 +37,7 @@ class RankedSubset:
     risk: float | None = None
     risk_lower: float | None = None
     risk_upper: float | None = None
+    accuracy: float | None = None
 
 
 def ranked(entry: ScoredSubset, candidates: Sequence[Candidate]) -> RankedSubset:

@@ -47,10 +47,12 @@ from .spectral import (
     condition_number,
     extreme_eigenvalues,
     kernel_ridge_risk,
+    loo_accuracy,
     risk_bounds,
     ritz_lower_bounds,
     spectral_ratio,
     subset_kernels,
+    target_classes,
 )
 
 DEFAULT_MAX_SUBSETS = 200_000
@@ -67,7 +69,8 @@ class ScoredSubset:
     """One subset C of candidate indices with the spectrum of K + S_C.
 
     ``lambda_min``/``lambda_max`` are eigenvalues of K + S_C; ``ratio`` and ``kappa`` include sigma.
-    ``risk``, ``risk_lower``, ``risk_upper``: kernel-ridge training risk and Theorem 1 bounds, with labels.
+    ``risk``, ``risk_lower``, ``risk_upper``: kernel-ridge training risk and Theorem 1 bounds, with labels;
+    ``accuracy``: leave-one-out kernel-regression accuracy on the samples, with class labels.
     """
 
     indices: tuple[int, ...]
@@ -78,6 +81,7 @@ class ScoredSubset:
     risk: float | None = None
     risk_lower: float | None = None
     risk_upper: float | None = None
+    accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,8 @@ def score_subsets(
     """Score given subsets, in their order: S (L, n, n), K (n, n), subsets (m, k) candidate indices."""
     sigma = check_sigma(sigma)
     _, base_max = extreme_eigenvalues(base_kernel)
-    lambda_min, lambda_max, risk = [], [], []
+    classes = targets is not None and target_classes(targets) is not None
+    lambda_min, lambda_max, risk, accuracy = [], [], [], []
     for start in range(0, subsets.shape[0], batch_size):
         kernels = subset_kernels(base_kernel, contributions, subsets[start : start + batch_size])
         low, high = extreme_eigenvalues(kernels)
@@ -185,13 +190,21 @@ def score_subsets(
         lambda_max.append(high)
         if targets is not None:
             risk.append(kernel_ridge_risk(kernels, targets, sigma))
+        if classes:
+            accuracy.append(loo_accuracy(kernels, targets, sigma))
     low, high = torch.cat(lambda_min), torch.cat(lambda_max)
     ratio = spectral_ratio(high, float(base_max), sigma)
     kappa = condition_number(low, high, sigma)
-    bounds: tuple[list[float | None], ...] = ([None] * len(low),) * 3
+    missing = [None] * len(low)
+    bounds: tuple[list[float | None], ...] = (missing, missing, missing, missing)
     if targets is not None:
         lower, upper = risk_bounds(low, high, float(targets.double().pow(2).sum()), sigma)
-        bounds = (torch.cat(risk).tolist(), lower.tolist(), upper.tolist())
+        bounds = (
+            torch.cat(risk).tolist(),
+            lower.tolist(),
+            upper.tolist(),
+            torch.cat(accuracy).tolist() if classes else missing,
+        )
     columns = zip(ratio.tolist(), high.tolist(), low.tolist(), kappa.tolist(), *bounds, strict=True)
     return [ScoredSubset(tuple(row), *values) for row, values in zip(subsets.tolist(), columns, strict=True)]
 

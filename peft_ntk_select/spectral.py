@@ -93,6 +93,41 @@ def kernel_ridge_risk(kernels: torch.Tensor, targets: torch.Tensor, sigma: float
     return ((sigma / (sigma + eigenvalues)).pow(2) * energy).sum(-1) / n
 
 
+def target_classes(targets: torch.Tensor) -> torch.Tensor | None:
+    """Class of each sample (n,) from targets Y (n, c): the argmax of one-hot rows, the sign of a +-1 column;
+    None for regression targets (one float column that is not +-1)."""
+    if targets.shape[1] > 1:
+        return targets.argmax(1)
+    column = targets[:, 0]
+    return (column > 0).long() if bool((column.abs() == 1).all()) else None
+
+
+def loo_predictions(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Leave-one-out predictions of kernel ridge regression (..., n, c) for kernels (..., n, n), targets Y (n, c).
+
+    Sample i is predicted from the other n - 1 in closed form: Y_i - (G Y)_i / G_ii, G = (K + sigma I)^-1.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(_symmetric(kernels.double()))
+    inverse = (eigenvectors / (eigenvalues + sigma).unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
+    y = targets.double()
+    return y - (inverse @ y) / inverse.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)
+
+
+def loo_accuracy(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Leave-one-out accuracy of kernel ridge regression on the samples: shape (...).
+
+    A no-training estimate of how well the kernel's linearised model generalises (Malladi et al. 2023):
+    a prediction is right when its argmax (its sign, for one +-1 column) is the sample's class. Targets
+    must be classes (``target_classes`` not None).
+    """
+    classes = target_classes(targets)
+    if classes is None:
+        raise InvalidInputError("leave-one-out accuracy needs class targets (one-hot or +-1), not regression values")
+    predictions = loo_predictions(kernels, targets, sigma)
+    predicted = predictions.argmax(-1) if targets.shape[1] > 1 else (predictions[..., 0] > 0).long()
+    return (predicted == classes).double().mean(-1)
+
+
 def regression_targets(labels: torch.Tensor, num_outputs: int, *, signed: bool) -> torch.Tensor:
     """Targets Y (n, c) for kernel regression from labels (n,).
 

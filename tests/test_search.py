@@ -15,7 +15,7 @@ from strategies import ENTRIES, FAST, SIGMAS, psd_matrices
 
 from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
 from peft_ntk_select.search import check_budget, enumerate_subsets, rank_subsets
-from peft_ntk_select.spectral import kernel_ridge_risk, risk_bounds
+from peft_ntk_select.spectral import kernel_ridge_risk, loo_accuracy, regression_targets, risk_bounds, subset_kernels
 
 
 @st.composite
@@ -258,6 +258,24 @@ def test_ranking_with_targets_reports_the_risk_and_theorem_1_bounds_of_each_subs
         assert entry.risk == pytest.approx(float(kernel_ridge_risk(kernel, targets, sigma)), rel=rtol, abs=1e-300)
         assert (entry.risk_lower, entry.risk_upper) == pytest.approx((float(lower), float(upper)), rel=1e-14)
         assert entry.risk * base.shape[0] <= entry.risk_upper * (1 + rtol)
+
+
+@FAST
+@given(st.data())
+def test_ranking_with_class_targets_reports_the_leave_one_out_accuracy_of_each_subset_kernel(data):
+    base, contributions, sigma, budget = data.draw(searches())
+    labels = torch.tensor(data.draw(st.lists(st.integers(0, 2), min_size=base.shape[0], max_size=base.shape[0])))
+    targets = regression_targets(labels, 3, signed=False)
+    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget, targets=targets):
+        kernel = subset_kernels(base, contributions, torch.tensor([entry.indices]))  # the same rounding
+        assert entry.accuracy == float(loo_accuracy(kernel, targets, sigma)[0])
+
+
+def test_ranking_with_regression_targets_has_no_accuracy():
+    contributions, base = _small_search()
+    targets = torch.linspace(0.1, 0.9, base.shape[0], dtype=torch.float64).reshape(-1, 1)
+    for entry in rank_subsets(contributions, base, sigma=1e-2, budget=2, targets=targets):
+        assert entry.risk is not None and entry.accuracy is None
 
 
 def test_ranking_prefers_the_contribution_with_the_smallest_lambda_max():

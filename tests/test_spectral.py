@@ -15,12 +15,15 @@ from peft_ntk_select.spectral import (
     condition_number,
     extreme_eigenvalues,
     kernel_ridge_risk,
+    loo_accuracy,
+    loo_predictions,
     regression_targets,
     ridge_objective,
     risk_bounds,
     ritz_lower_bounds,
     spectral_ratio,
     subset_kernels,
+    target_classes,
 )
 
 
@@ -355,3 +358,51 @@ def test_integer_labels_with_one_output_become_one_float_column():
 def test_class_labels_out_of_range_are_refused(labels, signed):
     with pytest.raises(InvalidInputError, match="class labels must be integers"):
         regression_targets(torch.tensor(labels), 2, signed=signed)
+
+
+# Leave-one-out kernel regression
+
+
+@FAST
+@given(kernels_and_targets())
+def test_loo_predictions_equal_kernel_ridge_refitted_without_each_sample(data):
+    kernel, targets, sigma = data
+    n = kernel.shape[0]
+    predictions = loo_predictions(kernel, targets, sigma)
+    for i in range(n):
+        rest = [j for j in range(n) if j != i]
+        coefficients = torch.linalg.solve(
+            kernel[rest][:, rest] + sigma * torch.eye(n - 1, dtype=torch.float64), targets[rest]
+        )
+        direct = kernel[i, rest] @ coefficients
+        scale = float(targets.abs().max()) * (1 + top_eigenvalue(kernel) / sigma)
+        assert torch.allclose(predictions[i], direct, rtol=0, atol=1e-7 * scale)
+
+
+def test_loo_accuracy_is_one_when_the_kernel_is_the_label_similarity():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    targets = regression_targets(labels, 3, signed=False)
+    assert float(loo_accuracy(targets @ targets.T, targets, sigma=1e-3)) == 1.0
+
+
+def test_loo_accuracy_of_a_zero_kernel_predicts_nothing():
+    targets = regression_targets(torch.tensor([0, 1, 0, 1]), 2, signed=True)  # +-1 column
+    accuracy = loo_accuracy(torch.zeros(4, 4, dtype=torch.float64), targets, sigma=1.0)
+    assert float(accuracy) == 0.5  # K = 0: every prediction is Y_i - Y_i = 0, read as class 0
+
+
+def test_loo_accuracy_of_a_batch_is_the_accuracy_of_each_kernel():
+    targets = regression_targets(torch.tensor([0, 1, 1, 0, 1]), 2, signed=False)
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(3, 5, 5, generator=generator, dtype=torch.float64)
+    kernels = factors @ factors.mT
+    batched = loo_accuracy(kernels, targets, sigma=0.1)
+    assert batched.tolist() == [float(loo_accuracy(k, targets, sigma=0.1)) for k in kernels]
+
+
+def test_target_classes_reads_one_hot_rows_and_signs_and_refuses_regression_values():
+    assert target_classes(regression_targets(torch.tensor([2, 0, 1]), 3, signed=False)).tolist() == [2, 0, 1]
+    assert target_classes(regression_targets(torch.tensor([1, 0, 1]), 2, signed=True)).tolist() == [1, 0, 1]
+    assert target_classes(torch.tensor([[0.3], [1.0]], dtype=torch.float64)) is None
+    with pytest.raises(InvalidInputError, match="class targets"):
+        loo_accuracy(torch.eye(2, dtype=torch.float64), torch.tensor([[0.3], [1.0]], dtype=torch.float64), 1.0)
