@@ -82,6 +82,8 @@ class SelectionResult:
         sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
         targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
         space: the admissible space searched; certificate: what the search proved (see ``Certificate``).
+        head: ``init`` or ``probe``; head_fit: for ``probe``, the fitted layer, its accuracy on the
+            samples and its weight norm before and after (``HeadFit.summary``).
     """
 
     candidates: list[Candidate]
@@ -99,6 +101,8 @@ class SelectionResult:
     targets: torch.Tensor | None = None
     space: str = ""
     certificate: Certificate | None = None
+    head: str = "init"
+    head_fit: dict[str, Any] | None = None
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
         """Spectral ratio, spectrum and risk of any set of candidates (e.g. PEFT's default placement)."""
@@ -166,6 +170,8 @@ class SelectionResult:
             "targets": _tensor_to_json(self.targets),
             "space": self.space,
             "certificate": None if self.certificate is None else asdict(self.certificate),
+            "head": self.head,
+            "head_fit": self.head_fit,
         }
 
     @classmethod
@@ -195,6 +201,8 @@ class SelectionResult:
                 targets=_tensor_from_json(data["targets"]),
                 space=data["space"],
                 certificate=None if data["certificate"] is None else Certificate(**data["certificate"]),
+                head=data.get("head", "init"),
+                head_fit=data.get("head_fit"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err

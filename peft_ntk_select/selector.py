@@ -13,6 +13,7 @@ from torch import nn
 
 from .candidates import Candidate, discover_candidates
 from .errors import InvalidConfigError
+from .head import HEADS, HeadFit, fit_head, fitted_head
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import validate_engine
@@ -123,6 +124,8 @@ class NTKSelector:
         show_progress: tqdm progress bars.
         chunk_size: samples per forward pass.
         max_subsets: largest space searched exhaustively.
+        head: ``init`` (the head as it is: a new head's random init) or ``probe`` (LP-FT: fit the head's
+            output layer by linear probing on the samples first, see ``peft_ntk_select.head``; needs labels).
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class NTKSelector:
         show_progress: bool = True,
         chunk_size: int = 8,
         max_subsets: int = DEFAULT_MAX_SUBSETS,
+        head: str = "init",
     ) -> None:
         validate_lora_config(lora_config)
         validate_engine(engine)
@@ -159,6 +163,8 @@ class NTKSelector:
             raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
         if not isinstance(n_samples, int) or n_samples < 2:
             raise InvalidConfigError(f"n_samples={n_samples!r} must be an integer >= 2 (the paper uses 32)")
+        if head not in HEADS:
+            raise InvalidConfigError(f"unknown head {head!r}: choose one of {HEADS}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
         self.model = model
@@ -183,6 +189,7 @@ class NTKSelector:
         self.show_progress = show_progress
         self.chunk_size = chunk_size
         self.max_subsets = max_subsets
+        self.head = head
 
     def select(self, data: Any) -> SelectionResult:
         """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
@@ -198,17 +205,19 @@ class NTKSelector:
             len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output,
         )  # fmt: skip
         with _on_device(self.model, self.device):
-            base_kernel, contributions, adapter_init = compute_kernels(
-                self.model,
-                batch,
-                self.candidates,
-                self.lora_config,
-                engine=self.engine,
-                output=self.output,
-                seed=self.seed,
-                chunk_size=self.chunk_size,
-                show_progress=self.show_progress,
-            )
+            fit = self._fit_head(batch)
+            with fitted_head(self.model, fit):
+                base_kernel, contributions, adapter_init = compute_kernels(
+                    self.model,
+                    batch,
+                    self.candidates,
+                    self.lora_config,
+                    engine=self.engine,
+                    output=self.output,
+                    seed=self.seed,
+                    chunk_size=self.chunk_size,
+                    show_progress=self.show_progress,
+                )
         targets = self._targets(batch)
         found = rank_subsets(
             contributions, base_kernel, sigma=self.sigma, space=self.space, method=self.search, top=self.top,
@@ -232,7 +241,20 @@ class NTKSelector:
             targets=targets,
             space=self.space.describe(),
             certificate=found.certificate,
+            head=self.head,
+            head_fit=None if fit is None else fit.summary(),
         )
+
+    def _fit_head(self, batch: dict[str, torch.Tensor]) -> HeadFit | None:
+        """The linear-probe head for ``head="probe"``, else None."""
+        if self.head != "probe":
+            return None
+        fit = fit_head(self.model, batch, self.lora_config, batch.get("labels"))
+        logger.info(
+            "head='probe': %s fitted on %d samples (accuracy %.3f), weight norm %.3g -> %.3g",
+            fit.layer, batch["input_ids"].shape[0], fit.train_accuracy, fit.norm_before, fit.norm_after,
+        )  # fmt: skip
+        return fit
 
     def _targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Regression targets from sample labels (classifiers only), for the risk and its bounds."""
