@@ -15,6 +15,7 @@ from .errors import (
     SearchSpaceTooLargeError,
 )
 from .kernels import ENGINES, compute_kernels
+from .linearity import LinearityCurve, linearity_curve
 from .result import RankedSubset, SelectionResult
 from .search import Certificate, ScoredSubset, SearchResult, rank_subsets
 from .selector import NTKSelector
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidConfigError",
     "InvalidInputError",
     "KernelComputationError",
+    "LinearityCurve",
     "NTKSelectError",
     "NTKSelector",
     "NoCandidatesError",
@@ -43,5 +45,6 @@ __all__ = [
     "SelectionResult",
     "compute_kernels",
     "discover_candidates",
+    "linearity_curve",
     "rank_subsets",
 ]

@@ -1,4 +1,7 @@
-"""Command line: ``peft-ntk-select select`` (also ``python -m peft_ntk_select``). Parses, then calls NTKSelector."""
+"""Command line: ``peft-ntk-select select`` and ``linearity`` (also ``python -m peft_ntk_select``).
+
+Parses, then calls NTKSelector (``select``) or ``linearity_curve`` (``linearity``, Algorithm 1).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from peft import LoraConfig
 
-from .errors import NTKSelectError
+from .candidates import discover_candidates
+from .errors import InvalidConfigError, NTKSelectError
 from .kernels import ENGINES
 from .kernels.outputs import OUTPUT_MODES
+from .linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
 from .report import format_table
 from .result import RankedSubset, SelectionResult
@@ -48,6 +54,23 @@ def _str_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _add_source_arguments(command: argparse.ArgumentParser) -> None:
+    """--model, --data and how to read the text: shared by every subcommand."""
+    command.add_argument("--model", default=DEMO, help="local model folder or hub name; 'demo' = embedded MiniLM")
+    command.add_argument("--data", default=DEMO, help="CSV, JSONL or datasets folder; 'demo' = real movie reviews")
+    command.add_argument("--text-column", default="text", help="column holding the text")
+    command.add_argument("--text-pair-column", default=None, help="column holding the second text of a pair")
+    command.add_argument("--label-column", default="label", help="column holding the class label")
+    command.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="peft-ntk-select",
@@ -61,12 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by spectral ratio. With no --model/--data: the embedded MiniLM on real movie reviews, offline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    select.add_argument("--model", default=DEMO, help="local model folder or hub name; 'demo' = embedded MiniLM")
-    select.add_argument("--data", default=DEMO, help="CSV, JSONL or datasets folder; 'demo' = real movie reviews")
-    select.add_argument("--text-column", default="text", help="column holding the text")
-    select.add_argument("--text-pair-column", default=None, help="column holding the second text of a pair")
-    select.add_argument("--label-column", default="label", help="column holding the class label")
-    select.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
+    _add_source_arguments(select)
     select.add_argument("--n-samples", type=int, default=32, help="samples the kernels are computed on")
     select.add_argument("--budget", type=int, default=3, help="modules per subset")
     select.add_argument("--param-budget", type=int, default=None, help="instead of --budget: every subset whose LoRA "
@@ -91,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "report.png")  # fmt: skip
     select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     select.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    linearity = commands.add_parser(
+        "linearity",
+        help="check how linear the model is around its weights (Algorithm 1)",
+        description="For each radius r, perturb the weights by r in random directions and record the largest "
+        "||f(x') - f(x)|| / ||x' - x|| over sample pairs (x: input embeddings, f: logits). A flat curve means the "
+        "linearization behind the kernel picks holds within r. With no --model/--data: the embedded MiniLM on "
+        "real movie reviews, offline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_source_arguments(linearity)
+    linearity.add_argument("--radii", type=_float_list, default=",".join(f"{r:g}" for r in DEFAULT_RADII),
+                           help="radii r = ||theta - theta0||, comma-separated")  # fmt: skip
+    linearity.add_argument("--n-models", type=int, default=5, help="random models per radius")
+    linearity.add_argument("--n-samples", type=int, default=32, help="samples whose pairs are compared")
+    linearity.add_argument("--perturb", choices=PERTURB_MODES, default="all", help="perturb all weights, or only "
+                           "the weights of the candidate modules (those LoRA would adapt)")  # fmt: skip
+    linearity.add_argument("--kinds", type=_str_list, default=None, help="with --perturb candidates: candidate "
+                           "kinds, e.g. q,v (default: all)")  # fmt: skip
+    linearity.add_argument("--seed", type=int, default=0, help="seed of the sample draw, directions and new head")
+    linearity.add_argument("--output-dir", type=Path, default=None, help="folder for linearity.json and "
+                           "linearity.png")  # fmt: skip
+    linearity.add_argument("--json", action="store_true", help="print the curve as JSON on stdout")
+    linearity.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     return parser
 
 
@@ -155,13 +196,19 @@ def json_summary(result: SelectionResult, top: int, output: Path | None) -> str:
     })  # fmt: skip
 
 
-def run_select(args: argparse.Namespace) -> None:
+def load_model_and_data(args: argparse.Namespace) -> tuple[Any, TokenizedTexts]:
+    """The classifier (head sized to the labels, drawn with --seed) and the tokenized rows of --data."""
     rows = read_rows(args.data)
     probe = TokenizedTexts(rows, None, text_column=args.text_column, label_column=args.label_column,
                            text_pair_column=args.text_pair_column)  # fmt: skip
     model, tokenizer = load_classifier(args.model, max(len(probe.label_names), 2), seed=args.seed)
     data = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
                           text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
+    return model, data
+
+
+def run_select(args: argparse.Namespace) -> None:
+    model, data = load_model_and_data(args)
     config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
     selector = NTKSelector(
         model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
@@ -181,6 +228,42 @@ def run_select(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}/adapter_config.json (LoraConfig.from_pretrained), result.json, report.png")
 
 
+def linearity_text(curve: LinearityCurve) -> str:
+    """The curve as a table, with how to read it."""
+    first = curve.l_avg[0]
+    rows = [[f"{radius:g}", f"{avg:.6g}", f"{upper:.6g}", f"{avg / first:.4f}" if first > 0 else "-"]
+            for radius, avg, upper in zip(curve.radii, curve.l_avg, curve.l_upper, strict=True)]  # fmt: skip
+    return "\n".join([
+        f"linearity check (Algorithm 1): perturb={curve.perturb}, {len(curve.parameters)} weights of norm "
+        f"{curve.weight_norm:.4g}, n={curve.n_samples} samples, {curve.per_model.shape[1]} models per radius",
+        format_table(["radius", "L_avg", "L_upper", f"L_avg / L_avg(r={curve.radii[0]:g})"], rows),
+        "L = max over sample pairs of ||f(x') - f(x)|| / ||x' - x|| (x: input embeddings, f: logits)",
+        "flat: the linearization (the kernel view) holds within that radius; rising: trust kernel-based picks less",
+    ])  # fmt: skip
+
+
+def run_linearity(args: argparse.Namespace) -> None:
+    if args.kinds is not None and args.perturb != "candidates":
+        raise InvalidConfigError("--kinds chooses candidates: add --perturb candidates, or drop --kinds")
+    model, data = load_model_and_data(args)
+    candidates = discover_candidates(model, kinds=args.kinds) if args.perturb == "candidates" else None
+    curve = linearity_curve(model, data, args.radii, args.n_models, n_samples=args.n_samples, seed=args.seed,
+                            perturb=args.perturb, candidates=candidates)  # fmt: skip
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "linearity.json").write_text(json.dumps(curve.to_dict()))
+        try:
+            curve.plot(args.output_dir / "linearity.png")
+        except ImportError as err:
+            logger.warning("linearity.png not written: %s", err)
+    print(json.dumps(curve.to_dict()) if args.json else linearity_text(curve))
+    if args.output_dir is not None and not args.json:
+        print(f"wrote {args.output_dir}/linearity.json and linearity.png")
+
+
+COMMANDS = {"select": run_select, "linearity": run_linearity}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``peft-ntk-select``; returns the exit status (errors: one line on stderr, status 1)."""
     args = build_parser().parse_args(argv)
@@ -191,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
     try:
-        run_select(args)
+        COMMANDS[args.command](args)
     except (NTKSelectError, OSError) as err:
         if args.debug:
             raise

@@ -143,3 +143,61 @@ def test_param_budget_option_bounds_every_subset(capsys, model_dir, csv_file):
                             "--json")  # fmt: skip
     summary = json.loads(stdout)
     assert status == 0 and all(entry["num_params"] <= 512 for entry in summary["ranking"])
+
+
+LINEARITY_OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--max-length",
+                     "--radii", "--n-models", "--n-samples", "--perturb", "--kinds", "--seed", "--output-dir",
+                     "--json", "--debug"]  # fmt: skip
+
+
+def run_linearity(capsys, model_dir, csv_file, *args):
+    source = ["--model", model_dir, "--data", csv_file, "--text-column", "review", "--label-column", "sentiment"]
+    status = main(["linearity", *map(str, source), *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_linearity_help_lists_every_option():
+    text = build_parser()._subparsers._group_actions[0].choices["linearity"].format_help()
+    for option in LINEARITY_OPTIONS:
+        assert option in text
+    assert "(default: 0,0.5,1,2,4)" in text and "{all,candidates}" in text
+
+
+def test_linearity_json_output_and_files(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "curve"
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,1", "--n-models", 2,
+                                      "--n-samples", 4, "--output-dir", out, "--json")  # fmt: skip
+    assert status == 0
+    curve = json.loads(stdout)
+    assert curve["radii"] == [0.0, 1.0] and len(curve["per_model"][0]) == 2 and curve["n_samples"] == 4
+    assert json.loads((out / "linearity.json").read_text()) == curve
+    assert (out / "linearity.png").stat().st_size > 0
+
+
+def test_linearity_table_perturbs_only_the_chosen_candidate_kinds(capsys, model_dir, csv_file):
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,2", "--n-models", 1,
+                                      "--n-samples", 3, "--perturb", "candidates", "--kinds", "q")  # fmt: skip
+    assert status == 0
+    assert "perturb=candidates, 2 weights" in stdout and "L_upper" in stdout and "flat:" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--radii", "0,-1"], "negative or not finite"),
+        (["--n-models", 0], "n_models=0 must be an integer >= 1"),
+        (["--kinds", "q"], "add --perturb candidates"),
+    ],
+)
+def test_linearity_bad_arguments_exit_non_zero_with_one_line(capsys, model_dir, csv_file, args, message):
+    status, _, stderr = run_linearity(capsys, model_dir, csv_file, "--n-samples", 3, *args)
+    assert status != 0
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_linearity_radii_must_be_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["linearity", "--radii", "0,big"])
+    assert exit_info.value.code == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
