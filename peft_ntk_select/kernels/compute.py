@@ -1,4 +1,4 @@
-"""``compute_kernels``: base kernel K and one contribution S_l per candidate, with any engine."""
+"""``compute_kernels``: base kernel K and one contribution S_l per candidate, with any engine and kernel."""
 
 from __future__ import annotations
 
@@ -13,24 +13,33 @@ from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError
 from . import func, hooks, reference
 from .base import base_probes
+from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
-from .probes import LoraProbe, Probe
+from .probes import LoraProbe, Probe, gram
 
 Engine = Callable[..., dict[str, torch.Tensor]]
 ENGINES: dict[str, Engine] = {"func": func.jacobians, "hooks": hooks.jacobians, "reference": reference.jacobians}
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """Kernel from per-sample features (n, c, P): K_ij = sum_a <F_ia, F_ja>, (n, n) float64."""
-    f = features.double()
-    return torch.einsum("icp,jcp->ij", f, f)
+KERNELS = ("lora", "expected")
 
 
 def validate_engine(engine: str) -> None:
     if engine not in ENGINES:
         raise InvalidConfigError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
+
+
+def validate_kernel(kernel: str) -> None:
+    if kernel not in KERNELS:
+        raise InvalidConfigError(
+            f"unknown kernel {kernel!r}: choose one of {KERNELS} ('lora': the LoRA kernel at the seeded A; "
+            "'expected': its exact mean over A)"
+        )
+
+
+def validate_memory_budget(memory_budget: int) -> None:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget < 1:
+        raise InvalidConfigError(f"memory_budget={memory_budget!r}: pass a positive number of bytes, e.g. 2**30")
 
 
 def compute_kernels(
@@ -44,6 +53,8 @@ def compute_kernels(
     seed: int = 0,
     chunk_size: int = 8,
     show_progress: bool = False,
+    kernel: str = "lora",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """NTK of the base parameters and of each candidate's LoRA at init, on one padded batch.
 
@@ -55,25 +66,43 @@ def compute_kernels(
         engine: ``func``, ``hooks`` or ``reference`` (same kernels, different cost).
         output: ``trace``, ``margin`` or ``loss``; None picks ``loss`` for causal LMs, else ``trace``.
         seed: seed of the LoRA A draw.
+        kernel: ``lora``: S_l is the LoRA kernel at the seeded A (a random rank-r sketch);
+            ``expected``: S_l is its exact mean over A, s^2 r Var(A_ij) times the kernel of the module's
+            full weight (deterministic; see ``kernels.expected`` for the two formulations and the rule
+            that picks one per candidate, logged at debug level). K is the same for both.
+        memory_budget: bytes, ``expected`` only: bound on the features held per engine pass and on the
+            token Gram intermediates (more passes when exceeded).
 
     Returns:
         ``(K, S, adapter_init)``: K (n, n) float64, zero when no parameter is trained in every pick;
-        S (L, n, n) float64 in candidate order; {candidate name: lora_A (r, in_features)}.
+        S (L, n, n) float64 in candidate order; {candidate name: lora_A (r, in_features)}, the seeded draw
+        (with ``expected``, the kernels do not depend on it, but the draw is returned all the same so that
+        a result can still start fine-tuning from it).
     """
     validate_lora_config(lora_config)
     validate_engine(engine)
+    validate_kernel(kernel)
+    validate_memory_budget(memory_budget)
     output = output or default_output(model)
     validate_output(output, model, batch)
     if batch["input_ids"].shape[0] < 2:
         raise InvalidInputError("a kernel needs at least 2 samples: pass more examples")
     adapter_init = draw_adapter_init(candidates, lora_config, seed)
-    lora: dict[str, Probe] = {
-        c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
-    }
-    base = base_probes(model, lora_config, exclude=list(lora))
+    base = base_probes(model, lora_config, exclude=[c.name for c in candidates])
     check_padding_token(model, batch, is_token_level(model))
     _, device = model_dtype_device(model)
     batch = send_to_device(batch, device)
+    if kernel == "expected":
+        with evaluation_mode(model):
+            base_kernel, contributions = expected_kernels(
+                model, batch, candidates, lora_config, base, output, engine=ENGINES[engine],
+                unpadded_inputs=engine == "reference", chunk_size=chunk_size, progress=show_progress,
+                memory_budget=memory_budget,
+            )  # fmt: skip
+        return base_kernel.cpu(), contributions.cpu(), adapter_init
+    lora: dict[str, Probe] = {
+        c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
+    }
     with evaluation_mode(model):
         features = ENGINES[engine](
             model, batch, {**base, **lora}, output, chunk_size=chunk_size, progress=show_progress

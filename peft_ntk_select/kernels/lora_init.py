@@ -1,7 +1,8 @@
 """The LoRA initialisation at which kernels are taken: ranks, scales and the random A of each candidate.
 
 PEFT's default init draws A and sets B = 0, so f is unchanged and only B has a gradient. The kernel of a
-candidate is then s^2 sum_{t,t'} <delta_t, delta'_t'> <A x_t, A x'_t'> (SCIENCE.md section 4).
+candidate is then s^2 sum_{t,t'} <delta_t, delta'_t'> <A x_t, A x'_t'> (SCIENCE.md section 4), and its
+expectation over A is s^2 r Var(A_ij) times the full-weight kernel (``expected_factor``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ def module_scale(config: LoraConfig, name: str) -> float:
     alpha = float((config.alpha_pattern or {}).get(key, config.lora_alpha))
     r = module_rank(config, name)
     return alpha / math.sqrt(r) if config.use_rslora else alpha / r
+
+
+def a_variance(config: LoraConfig, name: str, in_features: int) -> float:
+    """Var(A_ij) of PEFT's draw (``draw_adapter_init``): 1/(3 in_features) for the kaiming-uniform default
+    U(-1/sqrt(in), 1/sqrt(in)), 1/r^2 for ``"gaussian"``."""
+    if config.init_lora_weights == "gaussian":
+        return 1.0 / module_rank(config, name) ** 2
+    return 1.0 / (3.0 * in_features)
+
+
+def expected_factor(config: LoraConfig, name: str, in_features: int) -> float:
+    """s^2 r Var(A_ij): E_A[S_l] = expected_factor * K_W, since A has iid zero-mean entries and
+    E_A[<A x, A x'>] = r Var(A_ij) <x, x'>."""
+    return module_scale(config, name) ** 2 * module_rank(config, name) * a_variance(config, name, in_features)
 
 
 def draw_adapter_init(candidates: Sequence[Candidate], config: LoraConfig, seed: int) -> dict[str, torch.Tensor]:

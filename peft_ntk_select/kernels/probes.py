@@ -5,7 +5,9 @@ tensors zero, so the model's function is unchanged while the gradient with respe
 the gradient with respect to the parameter block they stand for:
 
 - ``LoraProbe``: delta = s * (x A^T) B^T, tensors (B,) with B: (out, r) - the LoRA B at PEFT's init;
-- ``LinearProbe``: delta = x dW^T + db, tensors (dW, db) - the weight and bias of a Linear/Conv1D layer.
+- ``LinearProbe``: delta = x dW^T + db, tensors (dW, db) - the weight and bias of a Linear/Conv1D layer;
+- ``TokenProbe``: delta = Z, tensors (Z,) with Z: (T, out) - one perturbation per token of the output,
+  whose gradient is the output gradient at every token.
 
 Tensors are unbatched (the parameter's shape) or carry a leading per-sample dimension (b, ...), which
 gives per-sample gradients from one batched backward pass. The delta is computed in the tensors' dtype
@@ -21,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..errors import KernelComputationError
 
 Tensors = tuple[torch.Tensor, ...]
 
@@ -71,7 +75,39 @@ class LinearProbe:
         return out
 
 
-Probe = LoraProbe | LinearProbe
+@dataclass(frozen=True)
+class TokenProbe:
+    """A zero perturbation Z (length, out) of a module's output at every token position.
+
+    Its gradient is Delta (length, out): row t is the gradient of f w.r.t. the module output at token t.
+    A shorter input (the ``reference`` engine runs each sample without its right padding) uses the first
+    rows of Z, so the rows past the sample's length get zero gradient.
+    """
+
+    length: int
+    out_features: int
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [(self.length, self.out_features)]
+
+    def delta(self, x: torch.Tensor, tensors: Tensors) -> torch.Tensor:
+        (z,) = tensors
+        tokens = x.shape[-2]
+        if tokens > self.length:
+            raise KernelComputationError(
+                f"a module received {tokens} tokens but the batch has {self.length}: token probes need the "
+                "module input as (batch, tokens, features)"
+            )
+        return z[..., :tokens, :]
+
+
+Probe = LoraProbe | LinearProbe | TokenProbe
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Kernel from per-sample features (n, c, P): K_ij = sum_a <F_ia, F_ja>, (n, n) float64."""
+    f = features.double()
+    return torch.einsum("icp,jcp->ij", f, f)
 
 
 def probe_zeros(

@@ -16,7 +16,8 @@ from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, features_by_probe, probe_zeros
 
 
-def _unpadded(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+def unpadded_sample(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Sample i as a batch of one, without its padding tokens (every (n, T) field keeps the real tokens)."""
     keep = batch["attention_mask"][i].bool()
     length = keep.numel()
     return {
@@ -44,7 +45,7 @@ def jacobians(
     n = batch["input_ids"].shape[0]
     with attached(model, probes, values), torch.enable_grad():
         for i in tqdm(range(n), desc="kernels (reference)", disable=not progress):
-            sample = _unpadded(batch, i)
+            sample = unpadded_sample(batch, i)
             zeros = probe_zeros(probes, batch=None, dtype=feature_dtype(dtype), device=device)
             leaves = [tensor.requires_grad_() for tensors in zeros.values() for tensor in tensors]
             values.clear()
