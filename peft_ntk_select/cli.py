@@ -18,7 +18,9 @@ from peft import LoraConfig
 
 from .candidates import discover_candidates
 from .errors import InvalidConfigError, NTKSelectError
+from .head import HEADS
 from .kernels import ENGINES
+from .kernels.compute import KERNELS
 from .kernels.outputs import OUTPUT_MODES
 from .linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
@@ -26,6 +28,7 @@ from .report import format_table
 from .result import RankedSubset, SelectionResult
 from .search import METHODS
 from .selector import NTKSelector
+from .stability import StabilityReport, format_stability
 
 logger = logging.getLogger("peft_ntk_select")
 DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and value (GPT-2: the fused c_attn)
@@ -103,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--engine", choices=sorted(ENGINES), default="func", help="kernel engine")
     select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
     select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
+    select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
+    select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn LoRA A; "
+                        "expected: its exact mean over A (deterministic)")  # fmt: skip
+    select.add_argument("--head", choices=HEADS, default="init", help="init: the new head as drawn; probe: fit it by "
+                        "linear probing on the samples first (LP-FT)")  # fmt: skip
+    select.add_argument("--stability", type=int, default=0, metavar="RUNS", help="also rerun the selection RUNS times "
+                        "per kernel over LoRA init seeds and over sample draws, and report how stable the ranking "
+                        "is (costs 3 x RUNS kernel computations)")  # fmt: skip
+    select.add_argument("--linearity", action="store_true", help="also run the linearity check (Algorithm 1) with "
+                        "its default radii and 3 models per radius")  # fmt: skip
     select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
     select.add_argument("--top", type=int, default=10, help="ranked subsets shown")
     select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
@@ -140,9 +153,12 @@ def _short(result: SelectionResult) -> dict[str, str]:
 
 
 def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
-    bound = "-" if entry.risk_upper is None else f"{entry.risk_upper:.4g}"
-    return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio:.10f}", f"{entry.ratio - 1:.3e}",
-            f"{entry.lambda_max:.6g}", f"{entry.kappa:.4g}", bound, f"{entry.num_params:,}"]  # fmt: skip
+    def number(value: float | None, digits: str = ".4g") -> str:
+        return "-" if value is None else format(value, digits)
+
+    return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio - 1:.4e}", number(entry.lambda_min),
+            number(entry.lambda_max, ".6g"), number(entry.kappa), number(entry.risk), number(entry.risk_lower),
+            number(entry.risk_upper), number(entry.accuracy, ".3f"), f"{entry.num_params:,}"]  # fmt: skip
 
 
 def default_placement(result: SelectionResult) -> RankedSubset | None:
@@ -167,21 +183,31 @@ def report_text(result: SelectionResult, top: int) -> str:
     baseline = default_placement(result)
     if baseline is not None:
         rows.append(_row("default", RankedSubset(**{**asdict(baseline), "modules": ()}), short))
-    headers = ["rank", "modules", "ratio", "ratio - 1", "lambda_max", "kappa", "risk bound", "LoRA params"]
+    headers = ["rank", "modules", "ratio - 1", "lambda_min", "lambda_max", "kappa", "risk", "bound low", "bound up",
+               "LOO acc", "LoRA params"]  # fmt: skip
     lines = [
         f"{result.space} over {len(result.candidates)} candidates, n={len(result.sample_indices)}, "
-        f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}",
+        f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}, kernel={result.kernel}, "
+        f"head={result.head}",
         _certificate_line(result),
         format_table(headers, rows),
     ]
     if baseline is not None:
         lines.append(f"default = PEFT's usual placement, query+value in every layer ({len(baseline.modules)} modules)")
-    lines.append("ratio = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I); risk bound = Theorem 1 upper bound")
+    lines.append("ratio = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I); kappa = (lambda_max + sigma) / "
+                 "(lambda_min + sigma); risk = kernel-ridge training risk, bounds = Theorem 1 (without 1/n); "
+                 "LOO acc = leave-one-out kernel-regression accuracy on the samples")  # fmt: skip
     lines.append(f"picked: {', '.join(result.ranking[0].modules)}")
     return "\n".join(lines)
 
 
-def json_summary(result: SelectionResult, top: int, output: Path | None) -> str:
+def json_summary(
+    result: SelectionResult,
+    top: int,
+    output: Path | None,
+    stability: list[StabilityReport] | None = None,
+    linearity: LinearityCurve | None = None,
+) -> str:
     baseline = default_placement(result)
     config = {k: sorted(v) if isinstance(v, set) else v for k, v in result.lora_config.to_dict().items()}
     return json.dumps({
@@ -193,6 +219,11 @@ def json_summary(result: SelectionResult, top: int, output: Path | None) -> str:
         "space": result.space,
         "certificate": None if result.certificate is None else asdict(result.certificate),
         "output": None if output is None else str(output),
+        "kernel": result.kernel,
+        "head": result.head,
+        "head_fit": result.head_fit,
+        "stability": None if stability is None else [report.to_dict() for report in stability],
+        "linearity": None if linearity is None else linearity.to_dict(),
     })  # fmt: skip
 
 
@@ -208,24 +239,47 @@ def load_model_and_data(args: argparse.Namespace) -> tuple[Any, TokenizedTexts]:
 
 
 def run_select(args: argparse.Namespace) -> None:
+    if args.stability == 1 or args.stability < 0:
+        raise InvalidConfigError(f"--stability {args.stability}: give 0 (off) or at least 2 runs to compare")
     model, data = load_model_and_data(args)
     config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
     selector = NTKSelector(
         model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
         kind_sets=args.kind_sets, search=args.search, top=None if args.search == "exhaustive" else args.top,
         n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
-        kinds=args.kinds, layers=args.layers, device=args.device,
+        kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
+        head=args.head,
     )  # fmt: skip
     result = selector.select(data)
+    seeds = range(args.stability)
+    stability = selector.stability(data, seeds=seeds, sample_draws=seeds) if args.stability else None
+    curve = (
+        linearity_curve(model, data, n_models=3, n_samples=args.n_samples, seed=args.seed) if args.linearity else None
+    )
+    extras = {"stability": stability, "linearity": curve}
     if args.output is not None:
         result.save(args.output)
+        for name, value in extras.items():
+            if value is not None:
+                content = [r.to_dict() for r in value] if name == "stability" else value.to_dict()
+                (args.output / f"{name}.json").write_text(json.dumps(content))
         try:
-            result.plot(args.output / "report.png")
+            result.plot(args.output / "report.png", **extras)
         except NTKSelectError as err:
             logger.warning("report.png not written: %s", err)
-    print(json_summary(result, args.top, args.output) if args.json else report_text(result, args.top))
+    if args.json:
+        print(json_summary(result, args.top, args.output, **extras))
+    else:
+        print(report_text(result, args.top))
+        if stability is not None:
+            print("\nstability over seeds (Kendall tau between the rankings of every pair of runs):")
+            print(format_stability(stability))
+        if curve is not None:
+            print("\n" + linearity_text(curve))
     if args.output is not None and not args.json:
-        print(f"wrote {args.output}/adapter_config.json (LoraConfig.from_pretrained), result.json, report.png")
+        written = ", ".join(f"{name}.json" for name, value in extras.items() if value is not None)
+        print(f"wrote {args.output}/adapter_config.json (LoraConfig.from_pretrained), result.json, report.png"
+              + (f", {written}" if written else ""))  # fmt: skip
 
 
 def linearity_text(curve: LinearityCurve) -> str:

@@ -16,7 +16,7 @@ from torch import nn
 
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
-from .report import plot_report
+from .report import plot_report, spectrum_rows
 from .search import Certificate, ScoredSubset, score_subsets
 
 FORMAT = "peft_ntk_select.SelectionResult"
@@ -82,6 +82,7 @@ class SelectionResult:
         sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
         targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
         space: the admissible space searched; certificate: what the search proved (see ``Certificate``).
+        init_seed: seed of the LoRA A draw; kernel: ``lora`` or ``expected`` (mean over A).
         head: ``init`` or ``probe``; head_fit: for ``probe``, the fitted layer, its accuracy on the
             samples and its weight norm before and after (``HeadFit.summary``).
     """
@@ -103,6 +104,8 @@ class SelectionResult:
     certificate: Certificate | None = None
     head: str = "init"
     head_fit: dict[str, Any] | None = None
+    init_seed: int | None = None
+    kernel: str = "lora"
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
         """Spectral ratio, spectrum and risk of any set of candidates (e.g. PEFT's default placement)."""
@@ -172,6 +175,8 @@ class SelectionResult:
             "certificate": None if self.certificate is None else asdict(self.certificate),
             "head": self.head,
             "head_fit": self.head_fit,
+            "init_seed": self.init_seed,
+            "kernel": self.kernel,
         }
 
     @classmethod
@@ -203,6 +208,8 @@ class SelectionResult:
                 certificate=None if data["certificate"] is None else Certificate(**data["certificate"]),
                 head=data.get("head", "init"),
                 head_fit=data.get("head_fit"),
+                init_seed=data.get("init_seed", data["seed"]),
+                kernel=data.get("kernel", "lora"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err
@@ -227,13 +234,17 @@ class SelectionResult:
             raise InvalidInputError(f"{path} is not valid JSON ({err}): the file is corrupt; recompute it") from err
         return cls.from_dict(data)
 
-    def plot(self, path: str | Path | None = None, top: int = 5):
-        """Spectra of K + S_C for the ``top`` picks and the ratio of every ranked subset (needs matplotlib)."""
+    def plot(self, path: str | Path | None = None, top: int = 5, *, stability=None, linearity=None):
+        """Spectra of K + S_C for the ``top`` picks, the ratio of every ranked subset and a table of their
+        conditioning, Theorem 1 bounds and leave-one-out accuracy; with ``stability`` (from
+        ``NTKSelector.stability``) and ``linearity`` (from ``linearity_curve``), their panels too. Needs matplotlib.
+        """
         short = {c.name: f"L{c.layer}.{c.kind}" for c in self.candidates}
         picks = [tuple(self._indices(entry.modules)) for entry in self.ranking[:top]]
         labels = [
             f"#{rank} " + " ".join(short[m] for m in entry.modules) for rank, entry in enumerate(self.ranking[:top])
         ]
         return plot_report(
-            self.base_kernel, self.contributions, picks, labels, [entry.ratio for entry in self.ranking], path
-        )
+            self.base_kernel, self.contributions, picks, labels, [entry.ratio for entry in self.ranking], path,
+            table=spectrum_rows(self.ranking[:top], labels), stability=stability, linearity=linearity,
+        )  # fmt: skip

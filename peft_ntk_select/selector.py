@@ -16,7 +16,7 @@ from .errors import InvalidConfigError
 from .head import HEADS, HeadFit, fit_head, fitted_head
 from .inputs import prepare_samples
 from .kernels import compute_kernels
-from .kernels.compute import validate_engine
+from .kernels.compute import validate_engine, validate_kernel
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
 from .result import SelectionResult, config_with_targets, ranked
@@ -32,6 +32,7 @@ from .search import (
 )
 from .spaces import Budget, ParamBudget, SearchSpace, Structured
 from .spectral import regression_targets
+from .stability import StabilityReport, stability
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,10 @@ class NTKSelector:
         max_nodes, time_limit, beam_width: limits of the non-exhaustive searches.
         n_samples: samples drawn (with ``seed``) from the data.
         sigma: ridge strength sigma > 0.
-        seed: seed of the sample draw and of the LoRA A draw.
+        seed: seed of the sample draw and, unless ``init_seed`` is given, of the LoRA A draw.
+        init_seed: seed of the LoRA A draw; None: ``seed``.
+        kernel: ``lora`` (the kernel at the drawn A, what training starts from) or ``expected`` (its exact
+            mean over the init's distribution of A: deterministic, see ``compute_kernels``).
         engine: ``func`` (torch.func), ``hooks`` (batched with hooks) or ``reference`` (per-sample loop).
         output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
@@ -156,9 +160,12 @@ class NTKSelector:
         chunk_size: int = 8,
         max_subsets: int = DEFAULT_MAX_SUBSETS,
         head: str = "init",
+        init_seed: int | None = None,
+        kernel: str = "lora",
     ) -> None:
         validate_lora_config(lora_config)
         validate_engine(engine)
+        validate_kernel(kernel)
         if output is not None and output not in OUTPUT_MODES:
             raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
         if not isinstance(n_samples, int) or n_samples < 2:
@@ -190,6 +197,8 @@ class NTKSelector:
         self.chunk_size = chunk_size
         self.max_subsets = max_subsets
         self.head = head
+        self.init_seed = seed if init_seed is None else init_seed
+        self.kernel = kernel
 
     def select(self, data: Any) -> SelectionResult:
         """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
@@ -198,11 +207,34 @@ class NTKSelector:
             data: a dict of tensors (tokenizer output), a tokenized ``datasets.Dataset`` or any map-style
                 dataset of dicts, or a DataLoader of dict batches; ``labels``/``label`` are optional.
         """
+        return self._select(data, self.seed, self.init_seed, self.kernel)
+
+    def stability(
+        self,
+        data: Any,
+        seeds: Sequence[int] = (0, 1, 2, 3, 4),
+        sample_draws: Sequence[int] = (0, 1, 2, 3, 4),
+        kernels: Sequence[str] = ("lora", "expected"),
+    ) -> list[StabilityReport]:
+        """Rerun the selection over seeds of the LoRA A draw and over sample draws, and compare rankings.
+
+        Returns one ``StabilityReport`` per kernel and varied axis (Kendall tau between runs, top-1
+        agreement, how often each candidate is picked); ``format_stability`` prints them as a table.
+        Costs one kernel computation per run.
+        """
+        for kernel in kernels:
+            validate_kernel(kernel)
+        return stability(
+            lambda sample_seed, init_seed, kernel: self._select(data, sample_seed, init_seed, kernel),
+            seeds=seeds, sample_draws=sample_draws, base_seed=self.seed, kernels=kernels,
+        )  # fmt: skip
+
+    def _select(self, data: Any, seed: int, init_seed: int, kernel: str) -> SelectionResult:
         pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
-        batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=self.seed, pad_token_id=pad_token_id)
+        batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=seed, pad_token_id=pad_token_id)
         logger.info(
-            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s",
-            len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output,
+            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s, kernel=%s",
+            len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output, kernel,
         )  # fmt: skip
         with _on_device(self.model, self.device):
             fit = self._fit_head(batch)
@@ -214,9 +246,10 @@ class NTKSelector:
                     self.lora_config,
                     engine=self.engine,
                     output=self.output,
-                    seed=self.seed,
+                    seed=init_seed,
                     chunk_size=self.chunk_size,
                     show_progress=self.show_progress,
+                    kernel=kernel,
                 )
         targets = self._targets(batch)
         found = rank_subsets(
@@ -233,7 +266,7 @@ class NTKSelector:
             contributions=contributions,
             adapter_init=adapter_init,
             sigma=self.sigma,
-            seed=self.seed,
+            seed=seed,
             sample_indices=indices,
             engine=self.engine,
             output=self.output,
@@ -243,6 +276,8 @@ class NTKSelector:
             certificate=found.certificate,
             head=self.head,
             head_fit=None if fit is None else fit.summary(),
+            init_seed=init_seed,
+            kernel=kernel,
         )
 
     def _fit_head(self, batch: dict[str, torch.Tensor]) -> HeadFit | None:

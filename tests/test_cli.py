@@ -18,7 +18,7 @@ from peft_ntk_select.cli import build_parser, main
 OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
-           "--kind-sets", "--search"]  # fmt: skip
+           "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +96,35 @@ def test_table_output_shows_ranking_and_default(capsys, model_dir, csv_file):
     assert "#0" in stdout and "#2" in stdout and "#3" not in stdout and "default" in stdout and "picked:" in stdout
 
 
+def test_stability_linearity_kernel_and_head_options_reach_the_output(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 1, "--kernel", "expected",
+                            "--head", "probe", "--init-seed", 3, "--stability", 2, "--linearity", "--output", out,
+                            "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert (summary["kernel"], summary["head"], summary["head_fit"]["layer"]) == ("expected", "probe", "classifier")
+    assert [(r["kernel"], r["axis"]) for r in summary["stability"]] == [
+        ("lora", "init"), ("lora", "samples"), ("expected", "samples"),
+    ]  # fmt: skip
+    assert len(summary["linearity"]["radii"]) == 5
+    assert {p.name for p in out.iterdir()} >= {"stability.json", "linearity.json", "report.png"}
+    assert json.loads((out / "result.json").read_text())["init_seed"] == 3
+
+
+def test_table_output_prints_the_stability_table_and_the_linearity_curve(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--stability", 2,
+                            "--linearity")  # fmt: skip
+    assert status == 0
+    assert "LOO acc" in stdout and "mean tau" in stdout and "L_upper" in stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--stability", 1], "at least 2 runs"),
         (["--label-column", "stars"], "column 'stars' not in the data"),
         (["--budget", 0], "budget=0 must be an integer"),
         (["--n-samples", 1], "n_samples=1 must be an integer >= 2"),

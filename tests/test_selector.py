@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -13,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import InvalidConfigError, NTKSelector, SelectionResult
 from peft_ntk_select.errors import InvalidInputError
+from peft_ntk_select.stability import compare_runs
 
 
 def select(family="bert", config=None, data=None, **kw):
@@ -226,7 +228,21 @@ def test_plot_writes_a_png(tmp_path):
     _, result = select()
     figure = result.plot(tmp_path / "report.png", top=3)
     assert (tmp_path / "report.png").stat().st_size > 1000
-    assert len(figure.axes) == 2 and len(figure.axes[0].get_lines()) == 4  # 3 picks + K
+    assert len(figure.axes) == 3 and len(figure.axes[0].get_lines()) == 4  # 3 picks + K, ratios, table
+    table = figure.axes[2].tables[0]
+    assert table[0, 4].get_text().get_text() == "kappa"
+    assert table[1, 4].get_text().get_text() == f"{result.ranking[0].kappa:.4g}"
+
+
+def test_plot_adds_the_stability_and_linearity_panels_when_given(tmp_path):
+    _, result = select()
+    report = compare_runs([result, result], [0, 1], "lora", "init")
+    curve = SimpleNamespace(radii=[0.0, 1.0, 2.0], l_avg=[1.0, 1.1, 1.3], l_upper=[1.2, 1.4, 1.9])
+    figure = result.plot(tmp_path / "report.png", top=3, stability=[report], linearity=curve)
+    assert len(figure.axes) == 5
+    stability_axis, linearity_axis = figure.axes[3], figure.axes[4]
+    assert [bar.get_height() for bar in stability_axis.patches] == [1.0, 1.0]  # mean tau, top-1 agreement
+    assert list(linearity_axis.get_lines()[1].get_ydata()) == curve.l_upper
 
 
 def test_large_space_switches_to_exact_search_with_the_same_optimum():
