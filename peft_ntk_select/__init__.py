@@ -20,6 +20,7 @@ from .result import RankedSubset, SelectionResult
 from .search import Certificate, ScoredSubset, SearchResult, rank_subsets
 from .selector import NTKSelector
 from .spaces import Budget, InvalidSpaceError, ParamBudget, Structured
+from .stability import StabilityReport, format_stability
 
 __version__ = "0.1.0"
 
@@ -43,8 +44,10 @@ __all__ = [
     "ScoredSubset",
     "SearchSpaceTooLargeError",
     "SelectionResult",
+    "StabilityReport",
     "compute_kernels",
     "discover_candidates",
+    "format_stability",
     "linearity_curve",
     "rank_subsets",
 ]

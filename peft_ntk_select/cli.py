@@ -112,12 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--head", choices=HEADS, default="init", help="init: the new head as drawn; probe: fit it by "
                         "linear probing on the samples first (LP-FT)")  # fmt: skip
     select.add_argument("--stability", type=int, default=0, metavar="RUNS", help="also rerun the selection RUNS times "
-                        "per kernel over LoRA init seeds and over sample draws, and report how stable the ranking "
-                        "is (costs 3 x RUNS kernel computations)")  # fmt: skip
+                        "per kernel over init seeds (LoRA A and new head) and over sample draws, and report how "
+                        "stable the ranking is (costs 4 x RUNS kernel computations)")  # fmt: skip
     select.add_argument("--linearity", action="store_true", help="also run the linearity check (Algorithm 1) with "
                         "its default radii and 3 models per radius")  # fmt: skip
     select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
-    select.add_argument("--top", type=int, default=10, help="ranked subsets shown")
+    select.add_argument("--top", type=int, default=10, help="ranked subsets shown (an exhaustive search ranks all "
+                        "of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
     select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
                         "report.png")  # fmt: skip
     select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
@@ -245,7 +246,7 @@ def run_select(args: argparse.Namespace) -> None:
     config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
     selector = NTKSelector(
         model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
-        kind_sets=args.kind_sets, search=args.search, top=None if args.search == "exhaustive" else args.top,
+        kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
         n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
         kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
         head=args.head,
@@ -273,7 +274,7 @@ def run_select(args: argparse.Namespace) -> None:
         print(report_text(result, args.top))
         if stability is not None:
             print("\nstability over seeds (Kendall tau between the rankings of every pair of runs):")
-            print(format_stability(stability))
+            print(format_stability(stability, _short(result)))
         if curve is not None:
             print("\n" + linearity_text(curve))
     if args.output is not None and not args.json:

@@ -38,6 +38,11 @@ class HeadFit:
     norm_before: float
     norm_after: float
 
+    def values(self) -> dict[str, torch.Tensor]:
+        """The fitted tensors by parameter name, for ``swapped_parameters``."""
+        bias = {} if self.bias is None else {f"{self.layer}.bias": self.bias}
+        return {f"{self.layer}.weight": self.weight, **bias}
+
     def summary(self) -> dict[str, float | str]:
         return {"layer": self.layer, "train_accuracy": self.train_accuracy, "norm_before": self.norm_before,
                 "norm_after": self.norm_after}  # fmt: skip
@@ -136,21 +141,41 @@ def fit_head(model: nn.Module, batch: dict[str, torch.Tensor], config: LoraConfi
     )
 
 
+def redraw_head(model: nn.Module, config: LoraConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Fresh values for the head's parameters (the modules trained in every pick), drawn with ``seed`` as
+    transformers initialises a new head: Linear weights N(0, initializer_range^2), biases 0.
+
+    Returns {parameter name: tensor}, for ``swapped_parameters``; the model is not modified.
+    """
+    std = float(getattr(getattr(model, "config", None), "initializer_range", 0.02))
+    generator = torch.Generator().manual_seed(seed)
+    values = {}
+    for top in base_module_names(model, config):
+        for name, module in model.get_submodule(top).named_modules(prefix=top):
+            if isinstance(module, nn.Linear):
+                weight = torch.randn(module.weight.shape, generator=generator, dtype=torch.float64) * std
+                values[f"{name}.weight"] = weight.to(module.weight.dtype)
+                if module.bias is not None:
+                    values[f"{name}.bias"] = torch.zeros_like(module.bias)
+    if not values:
+        raise InvalidConfigError("no new head to redraw (no Linear layer in the head modules): use redraw_head=False")
+    return values
+
+
 @contextmanager
-def fitted_head(model: nn.Module, fit: HeadFit | None) -> Iterator[None]:
-    """Inside the block the head's output layer holds the fitted weights; the originals come back on exit."""
-    if fit is None:
+def swapped_parameters(model: nn.Module, values: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """Inside the block the named parameters hold ``values`` (None: no change); the originals come back on exit."""
+    if not values:
         yield
         return
-    layer = model.get_submodule(fit.layer)
-    pairs = [(layer.weight, fit.weight)] + ([] if fit.bias is None else [(layer.bias, fit.bias)])
-    originals = [parameter.detach().clone() for parameter, _ in pairs]
+    parameters = dict(model.named_parameters())
+    originals = {name: parameters[name].detach().clone() for name in values}
     try:
         with torch.no_grad():
-            for parameter, value in pairs:
-                parameter.copy_(value)
+            for name, value in values.items():
+                parameters[name].copy_(value)
         yield
     finally:
         with torch.no_grad():
-            for (parameter, _), original in zip(pairs, originals, strict=True):
-                parameter.copy_(original)
+            for name, original in originals.items():
+                parameters[name].copy_(original)

@@ -13,7 +13,7 @@ from torch import nn
 
 from .candidates import Candidate, discover_candidates
 from .errors import InvalidConfigError
-from .head import HEADS, HeadFit, fit_head, fitted_head
+from .head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import validate_engine, validate_kernel
@@ -35,6 +35,7 @@ from .spectral import regression_targets
 from .stability import StabilityReport, stability
 
 logger = logging.getLogger(__name__)
+STABILITY_SUBSETS = 20_000  # stability() compares whole rankings up to this many subsets
 
 
 @contextmanager
@@ -215,30 +216,45 @@ class NTKSelector:
         seeds: Sequence[int] = (0, 1, 2, 3, 4),
         sample_draws: Sequence[int] = (0, 1, 2, 3, 4),
         kernels: Sequence[str] = ("lora", "expected"),
+        redraw_head: bool = True,
     ) -> list[StabilityReport]:
-        """Rerun the selection over seeds of the LoRA A draw and over sample draws, and compare rankings.
+        """Rerun the selection over init seeds and over sample draws, and compare the rankings.
 
-        Returns one ``StabilityReport`` per kernel and varied axis (Kendall tau between runs, top-1
-        agreement, how often each candidate is picked); ``format_stability`` prints them as a table.
-        Costs one kernel computation per run.
+        An init seed draws the LoRA A and, with ``redraw_head`` (for a new, untrained head; pass False
+        for a trained one), a new head as transformers initialises it (``head.redraw_head``). Returns one
+        ``StabilityReport`` per kernel and varied axis (Kendall tau between runs, top-1 agreement, how
+        often each candidate is picked); ``format_stability`` prints them as a table. Kendall tau compares
+        every subset of a space of at most ``STABILITY_SUBSETS`` subsets, else the union of the runs'
+        rankings. Costs one kernel computation per run. The model is left unchanged.
         """
         for kernel in kernels:
             validate_kernel(kernel)
+        count = len(self.candidates)
+        subsets = list(self.space.subsets(count)) if self.space.size(count) <= STABILITY_SUBSETS else None
+
+        def run(sample_seed: int, init_seed: int, kernel: str, axis: str) -> SelectionResult:
+            head_seed = init_seed if redraw_head and axis == "init" else None
+            return self._select(data, sample_seed, init_seed, kernel, head_seed)
+
         return stability(
-            lambda sample_seed, init_seed, kernel: self._select(data, sample_seed, init_seed, kernel),
-            seeds=seeds, sample_draws=sample_draws, base_seed=self.seed, kernels=kernels,
+            run, seeds=seeds, sample_draws=sample_draws, base_seed=self.seed, kernels=kernels, subsets=subsets,
+            redraw_head=redraw_head,
         )  # fmt: skip
 
-    def _select(self, data: Any, seed: int, init_seed: int, kernel: str) -> SelectionResult:
+    def _select(
+        self, data: Any, seed: int, init_seed: int, kernel: str, head_seed: int | None = None
+    ) -> SelectionResult:
+        """``select`` with explicit seeds; ``head_seed``: redraw the head with it first (None: keep it)."""
         pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
         batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=seed, pad_token_id=pad_token_id)
         logger.info(
             "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s, kernel=%s",
             len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output, kernel,
         )  # fmt: skip
-        with _on_device(self.model, self.device):
+        new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
+        with _on_device(self.model, self.device), swapped_parameters(self.model, new_head):
             fit = self._fit_head(batch)
-            with fitted_head(self.model, fit):
+            with swapped_parameters(self.model, None if fit is None else fit.values()):
                 base_kernel, contributions, adapter_init = compute_kernels(
                     self.model,
                     batch,

@@ -42,7 +42,8 @@ def kendall_tau(x: torch.Tensor, y: torch.Tensor) -> float:
 class StabilityReport:
     """Agreement of the rankings of repeated selections that differ along one ``axis``.
 
-    ``axis``: ``"init"`` (seeds of the LoRA A draw, same samples) or ``"samples"`` (sample draws, same A);
+    ``axis``: ``"init"`` (seeds of the LoRA A draw and, when redrawn, of the head; same samples) or
+    ``"samples"`` (sample draws, same init);
     ``kernel``: ``"lora"`` or ``"expected"``; ``seeds``: the seed of each run; ``taus``: Kendall tau-b of
     every pair of runs, on the spectral ratios of the same subsets; ``top1_agreement``: share of runs whose
     best subset is the most common best subset; ``frequency``: per candidate, the share of runs whose best
@@ -69,19 +70,34 @@ class StabilityReport:
         return {**asdict(self), "mean_tau": self.mean_tau, "min_tau": self.min_tau}
 
 
-def compare_runs(results: Sequence[SelectionResult], seeds: Sequence[int], kernel: str, axis: str) -> StabilityReport:
-    """Compare selections of the same candidates and space (at least 2) made with different seeds."""
+def _ratios(result: SelectionResult, subsets: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """Spectral ratio (m,) float64 of each subset (candidate indices, any sizes) on the result's kernels."""
+    ratios = torch.empty(len(subsets), dtype=torch.float64)
+    for size in sorted({len(subset) for subset in subsets}):
+        positions = [i for i, subset in enumerate(subsets) if len(subset) == size]
+        rows = torch.tensor([subsets[i] for i in positions], dtype=torch.long).reshape(len(positions), size)
+        scored = score_subsets(result.contributions, result.base_kernel, rows, sigma=result.sigma)
+        ratios[positions] = torch.tensor([entry.ratio for entry in scored], dtype=torch.float64)
+    return ratios
+
+
+def compare_runs(
+    results: Sequence[SelectionResult],
+    seeds: Sequence[int],
+    kernel: str,
+    axis: str,
+    subsets: Sequence[tuple[int, ...]] | None = None,
+) -> StabilityReport:
+    """Compare selections of the same candidates and space (at least 2) made with different seeds.
+
+    Every run's kernels score the same ``subsets`` (candidate indices of one size); None: the union of the
+    runs' rankings.
+    """
     names = [candidate.name for candidate in results[0].candidates]
     position = {name: i for i, name in enumerate(names)}
-    subsets = sorted({tuple(sorted(position[m] for m in entry.modules)) for r in results for entry in r.ranking})
-    rows = torch.tensor(subsets, dtype=torch.long)
-    scores = [
-        torch.tensor(
-            [entry.ratio for entry in score_subsets(r.contributions, r.base_kernel, rows, sigma=r.sigma)],
-            dtype=torch.float64,
-        )
-        for r in results
-    ]
+    if subsets is None:
+        subsets = sorted({tuple(sorted(position[m] for m in entry.modules)) for r in results for entry in r.ranking})
+    scores = [_ratios(result, subsets) for result in results]
     taus = tuple(kendall_tau(a, b) for a, b in itertools.combinations(scores, 2))
     picks = tuple(r.ranking[0].modules for r in results)
     common = Counter(picks).most_common(1)[0][1]
@@ -91,39 +107,47 @@ def compare_runs(results: Sequence[SelectionResult], seeds: Sequence[int], kerne
 
 
 def stability(
-    run: Callable[[int, int, str], SelectionResult],
+    run: Callable[[int, int, str, str], SelectionResult],
     *,
     seeds: Sequence[int],
     sample_draws: Sequence[int],
     base_seed: int,
     kernels: Sequence[str],
+    subsets: Sequence[tuple[int, ...]] | None = None,
+    redraw_head: bool = False,
 ) -> list[StabilityReport]:
-    """Rerun selection with ``run(sample_seed, init_seed, kernel)`` and compare the rankings.
+    """Rerun selection with ``run(sample_seed, init_seed, kernel, axis)`` and compare the rankings on
+    ``subsets`` (None: the union of the runs' rankings; see ``compare_runs``).
 
     For each kernel: along ``"init"``, one run per seed of ``seeds`` with the samples of ``base_seed``;
-    along ``"samples"``, one run per seed of ``sample_draws`` with the A of ``base_seed``. The expected
-    kernel does not depend on A, so it gets no ``"init"`` report. An axis with fewer than 2 seeds is skipped.
+    along ``"samples"``, one run per seed of ``sample_draws`` with the init of ``base_seed``. The expected
+    kernel does not depend on A, so it gets an ``"init"`` report only when ``run`` also redraws the head
+    (``redraw_head``). An axis with fewer than 2 seeds is skipped.
     """
     reports = []
     for kernel in kernels:
         axes = {"init": [(base_seed, seed) for seed in seeds], "samples": [(seed, base_seed) for seed in sample_draws]}
         for axis, pairs in axes.items():
-            if len(pairs) < 2 or (kernel == "expected" and axis == "init"):
+            if len(pairs) < 2 or (kernel == "expected" and axis == "init" and not redraw_head):
                 continue
-            results = [run(sample_seed, init_seed, kernel) for sample_seed, init_seed in pairs]
+            results = [run(sample_seed, init_seed, kernel, axis) for sample_seed, init_seed in pairs]
             varied = [pair[0] if axis == "samples" else pair[1] for pair in pairs]
-            reports.append(compare_runs(results, varied, kernel, axis))
+            reports.append(compare_runs(results, varied, kernel, axis, subsets))
     return reports
 
 
-def format_stability(reports: Sequence[StabilityReport]) -> str:
-    """A text table: one line per report with mean and min Kendall tau, top-1 agreement and the usual picks."""
+def format_stability(reports: Sequence[StabilityReport], short: dict[str, str] | None = None) -> str:
+    """A text table: one line per report with mean and min Kendall tau, top-1 agreement and the usual picks.
+
+    ``short``: display names of the candidates (e.g. ``{full name: "L0.q"}``); full names otherwise.
+    """
     rows = []
     for report in reports:
-        top = sorted(report.frequency.items(), key=lambda item: (-item[1], item[0]))[:3]
+        top = sorted(report.frequency.items(), key=lambda item: (-item[1], item[0]))[:4]
+        picked = ", ".join(f"{(short or {}).get(name, name)} {share:.2f}" for name, share in top)
         rows.append(
             [report.kernel, report.axis, len(report.seeds), f"{report.mean_tau:.3f}", f"{report.min_tau:.3f}",
-             f"{report.top1_agreement:.2f}", ", ".join(f"{name} {share:.2f}" for name, share in top)]
+             f"{report.top1_agreement:.2f}", picked]
         )  # fmt: skip
     headers = ["kernel", "varied", "runs", "mean tau", "min tau", "top-1 agree", "most picked (share of runs)"]
     return format_table(headers, rows)

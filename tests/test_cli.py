@@ -106,7 +106,7 @@ def test_stability_linearity_kernel_and_head_options_reach_the_output(capsys, mo
     summary = json.loads(stdout)
     assert (summary["kernel"], summary["head"], summary["head_fit"]["layer"]) == ("expected", "probe", "classifier")
     assert [(r["kernel"], r["axis"]) for r in summary["stability"]] == [
-        ("lora", "init"), ("lora", "samples"), ("expected", "samples"),
+        ("lora", "init"), ("lora", "samples"), ("expected", "init"), ("expected", "samples"),
     ]  # fmt: skip
     assert len(summary["linearity"]["radii"]) == 5
     assert {p.name for p in out.iterdir()} >= {"stability.json", "linearity.json", "report.png"}

@@ -11,7 +11,7 @@ from peft import LoraConfig
 
 from peft_ntk_select import NTKSelector
 from peft_ntk_select.errors import InvalidConfigError, InvalidInputError
-from peft_ntk_select.head import _features, fit_head, fitted_head, output_layer
+from peft_ntk_select.head import _features, fit_head, output_layer, redraw_head, swapped_parameters
 from peft_ntk_select.kernels.forward import logits_of, model_inputs
 
 CONFIG = LoraConfig(r=2, lora_alpha=2, task_type="SEQ_CLS")
@@ -57,12 +57,12 @@ def test_fit_head_minimises_the_penalised_cross_entropy():
     assert float(weight.grad.norm()) < 1e-6 and float(bias.grad.norm()) < 1e-6
 
 
-def test_fitted_head_swaps_the_weights_inside_and_restores_them_even_after_an_error():
+def test_swapped_parameters_hold_the_fit_inside_and_restore_the_originals_even_after_an_error():
     model, batch = make_model("bert"), make_batch(n=8)
     before = model_snapshot(model)
     fit = fit_head(model, batch, CONFIG, batch["labels"])
     assert model_snapshot(model) == before
-    with pytest.raises(RuntimeError, match="boom"), fitted_head(model, fit):
+    with pytest.raises(RuntimeError, match="boom"), swapped_parameters(model, fit.values()):
         assert torch.equal(model.classifier.weight, fit.weight)
         raise RuntimeError("boom")
     assert model_snapshot(model) == before
@@ -110,3 +110,35 @@ def test_probe_needs_a_classification_head():
 def test_unknown_head_is_refused():
     with pytest.raises(InvalidConfigError, match="unknown head 'linear'"):
         NTKSelector(make_model("bert"), CONFIG, head="linear")
+
+
+def test_redraw_head_draws_every_head_linear_like_transformers_with_the_seed():
+    model = make_model("roberta")
+    before = model_snapshot(model)
+    values = redraw_head(model, CONFIG, seed=3)
+    assert model_snapshot(model) == before
+    assert set(values) == {"classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight",
+                           "classifier.out_proj.bias"}  # fmt: skip
+    for name, value in values.items():
+        assert value.shape == model.get_parameter(name).shape and value.dtype == torch.float64
+    assert not values["classifier.out_proj.bias"].any()
+    assert float(values["classifier.dense.weight"].std()) == pytest.approx(model.config.initializer_range, rel=0.2)
+    assert torch.equal(redraw_head(model, CONFIG, seed=3)["classifier.dense.weight"], values["classifier.dense.weight"])
+    assert not torch.equal(
+        redraw_head(model, CONFIG, seed=4)["classifier.dense.weight"], values["classifier.dense.weight"]
+    )
+
+
+def test_select_with_a_redrawn_head_equals_select_on_a_model_holding_that_head():
+    model, batch = make_model("llama"), make_batch(n=6)
+    selector = NTKSelector(model, CONFIG, budget=1, show_progress=False)
+    before = model_snapshot(model)
+    redrawn = selector._select(batch, 0, 0, "lora", head_seed=7)
+    assert model_snapshot(model) == before
+    holder = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, value in redraw_head(model, CONFIG, seed=7).items():
+            holder.get_parameter(name).copy_(value)
+    plain = NTKSelector(holder, CONFIG, budget=1, show_progress=False).select(batch)
+    assert torch.allclose(redrawn.base_kernel, plain.base_kernel, rtol=1e-12, atol=0)
+    assert torch.allclose(redrawn.contributions, plain.contributions, rtol=1e-12, atol=1e-300)

@@ -69,7 +69,9 @@ def test_stability_varies_the_init_seed_on_the_same_samples_and_the_samples_with
     selector._select = lambda *args: runs.append(args[1:]) or original(*args)
     reports = selector.stability(batch, seeds=(0, 1, 2), sample_draws=(3, 4), kernels=("lora",))
     assert model_snapshot(selector.model) == before
-    assert runs == [(0, 0, "lora"), (0, 1, "lora"), (0, 2, "lora"), (3, 0, "lora"), (4, 0, "lora")]
+    # (sample seed, init seed, kernel, head seed): the init axis redraws the head with its seed
+    assert runs == [(0, 0, "lora", 0), (0, 1, "lora", 1), (0, 2, "lora", 2), (3, 0, "lora", None),
+                    (4, 0, "lora", None)]  # fmt: skip
     init, samples = reports
     assert (init.axis, init.seeds, len(init.taus)) == ("init", (0, 1, 2), 3)
     assert (samples.axis, samples.seeds, len(samples.taus)) == ("samples", (3, 4), 1)
@@ -80,10 +82,18 @@ def test_stability_varies_the_init_seed_on_the_same_samples_and_the_samples_with
     assert "mean tau" in format_stability(reports)
 
 
-def test_stability_of_the_expected_kernel_has_no_init_axis():
+def test_stability_of_the_expected_kernel_has_an_init_axis_only_when_the_head_is_redrawn():
     selector, batch = _selector(), make_batch(n=10)
-    reports = selector.stability(batch, seeds=(0, 1), sample_draws=(0, 1), kernels=("lora", "expected"))
-    assert [(r.kernel, r.axis) for r in reports] == [("lora", "init"), ("lora", "samples"), ("expected", "samples")]
+    kept = selector.stability(batch, seeds=(0, 1), sample_draws=(0, 1), kernels=("lora", "expected"), redraw_head=False)
+    assert [(r.kernel, r.axis) for r in kept] == [("lora", "init"), ("lora", "samples"), ("expected", "samples")]
+    redrawn = selector.stability(batch, seeds=(0, 1), sample_draws=(), kernels=("expected",))
+    assert [(r.kernel, r.axis) for r in redrawn] == [("expected", "init")]
+
+
+def test_without_redrawing_the_head_the_expected_kernel_does_not_depend_on_the_init_seed():
+    batch = make_batch(n=6)
+    one, two = _selector(kernel="expected").select(batch), _selector(kernel="expected", init_seed=9).select(batch)
+    assert torch.equal(one.contributions, two.contributions)
 
 
 def test_different_init_seeds_give_different_lora_kernels_on_the_same_samples():
@@ -96,3 +106,27 @@ def test_different_init_seeds_give_different_lora_kernels_on_the_same_samples():
 def test_stability_refuses_an_unknown_kernel():
     with pytest.raises(InvalidConfigError, match="unknown kernel"):
         _selector().stability(make_batch(n=6), kernels=("full",))
+
+
+def test_compare_runs_scores_the_given_subsets_of_any_size_on_each_runs_kernels():
+    batch = make_batch(n=6)
+    one, two = _selector().select(batch), _selector(init_seed=1).select(batch)
+    subsets = [(0,), (1,), (0, 1), (2, 3), (1, 4, 5)]
+    report = compare_runs([one, two], [0, 1], "lora", "init", subsets)
+    names = [candidate.name for candidate in one.candidates]
+    ratios = [
+        torch.tensor([r.score([names[i] for i in subset]).ratio for subset in subsets], dtype=torch.float64)
+        for r in (one, two)
+    ]
+    assert report.taus == (pytest.approx(kendall_tau(*ratios), abs=1e-12),)
+
+
+def test_stability_compares_every_subset_of_the_space_whatever_the_search_keeps(monkeypatch):
+    import peft_ntk_select.stability as module
+
+    compared = []
+    original = module.compare_runs
+    monkeypatch.setattr(module, "compare_runs", lambda *args: compared.append(args[4]) or original(*args))
+    selector = _selector(search="exact", top=2)
+    reports = selector.stability(make_batch(n=8), seeds=(0, 1), sample_draws=(), kernels=("lora",))
+    assert len(reports) == 1 and len(compared[0]) == 15  # C(6, 2): all subsets, not the 2 kept
