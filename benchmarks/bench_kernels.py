@@ -1,7 +1,9 @@
 """Time the kernel engines against a forward+backward floor and an authors'-style ``jacrev`` baseline.
 
 Run ``python benchmarks/bench_kernels.py`` (RoBERTa-base shape, random weights, n=32, T=128 on CPU) or
-``--quick`` (tiny model, smoke test). See ``benchmarks/README.md`` for what each row means.
+``--quick`` (tiny model, smoke test). ``--arch llama --dtype bfloat16 --device cuda`` benchmarks a random
+Llama-shaped decoder instead (about 0.8B parameters by default; ``benchmarks/gpu/run_gpu_bench.sh`` runs
+both on one GPU). See ``benchmarks/README.md`` for what each row means.
 
 Every item (floor, each engine at each chunk size, the baseline) runs in its own fresh worker process
 (peak memory is per item), and the workers are polled round-robin, one measurement each per round, so
@@ -42,6 +44,7 @@ QUICK = {
     "repeats": 2,
     "reference_n": 4,
     "baseline_n": 4,
+    "kv_heads": 2,
 }
 DEFAULTS = {
     "layers": 12,
@@ -54,7 +57,19 @@ DEFAULTS = {
     "repeats": 3,
     "reference_n": 8,
     "baseline_n": 8,
+    "kv_heads": None,  # = heads
 }
+# --arch llama without --quick: a TinyLlama-like shape, 16 layers (48 q/k/v candidates), about 0.79B parameters
+LLAMA_DEFAULTS = {
+    "layers": 16,
+    "hidden": 2048,
+    "heads": 32,
+    "kv_heads": 8,
+    "intermediate": 5632,
+    "vocab": 32000,
+}
+ARCHS = ("roberta", "llama")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -86,9 +101,24 @@ class Row:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test); explicit flags win")
+    parser.add_argument(
+        "--arch",
+        default="roberta",
+        choices=ARCHS,
+        help="RobertaForSequenceClassification or LlamaForSequenceClassification (pad_token_id 0), random "
+        "weights; llama's shape defaults to 16 layers, hidden 2048, 32 heads, 8 kv heads, intermediate 5632, "
+        "vocab 32000 [roberta]",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=DTYPES,
+        help="dtype of the model's weights; the kernels' probes run in float32 for half models [float32]",
+    )
     parser.add_argument("--layers", type=int, help="encoder layers [12; quick 2]")
     parser.add_argument("--hidden", type=int, help="hidden size [768; quick 64]")
     parser.add_argument("--heads", type=int, help="attention heads [12; quick 4]")
+    parser.add_argument("--kv-heads", type=int, help="key/value heads, llama only [heads; llama 8; quick 2]")
     parser.add_argument("--intermediate", type=int, help="MLP size [4 x hidden; quick 128]")
     parser.add_argument("--vocab", type=int, help="vocabulary size [50265; quick 1000]")
     parser.add_argument("--labels", type=int, default=2, help="num_labels of the classifier (logits c) [2]")
@@ -113,17 +143,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-n", type=int, help="samples the jacrev baseline runs (extrapolated) [8]")
     parser.add_argument("--budget", type=int, default=3, help="modules per subset: the baseline's subset size [3]")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
+    parser.add_argument(
+        "--order",
+        default="interleaved",
+        choices=("interleaved", "sequential"),
+        help="interleaved: one run of every row per round (evens out load drift on a shared CPU); sequential: "
+        "all runs of one row, then the next, each worker emptying its CUDA cache when done, so that the GPU "
+        "holds one row's working memory at a time [interleaved]",
+    )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every worker [torch default]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch and the LoRA A [0]")
     parser.add_argument("--no-floor-c", action="store_true", help="skip the informational c-backward floor row")
     parser.add_argument("--json", help="also write the results (runs, medians, machine) to this JSON file")
     args = parser.parse_args(argv)
-    base = {**DEFAULTS, **(QUICK if args.quick else {})}
+    arch_defaults = LLAMA_DEFAULTS if args.arch == "llama" else {}
+    base = {**DEFAULTS, **arch_defaults, **(QUICK if args.quick else {})}
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.intermediate is None:
         args.intermediate = 4 * args.hidden
+    if args.kv_heads is None or args.arch != "llama":
+        args.kv_heads = args.heads
+    if args.heads % args.kv_heads:
+        parser.error(f"--heads {args.heads} must be a multiple of --kv-heads {args.kv_heads}")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(args.engines) - set(ALL_ENGINES))
     if unknown:
@@ -167,22 +210,54 @@ def plan(args: argparse.Namespace) -> list[Item]:
 # the work of one item (runs inside a worker process)
 
 
+def model_class_name(args: argparse.Namespace) -> str:
+    return "LlamaForSequenceClassification" if args.arch == "llama" else "RobertaForSequenceClassification"
+
+
 def build_model(args: argparse.Namespace):
-    """Random-weight RobertaForSequenceClassification of the configured shape and a random full batch."""
+    """Random-weight model (``--arch``, ``--dtype``) of the configured shape and a random full batch."""
     import torch
-    from transformers import RobertaConfig, RobertaForSequenceClassification
 
     torch.manual_seed(args.seed)
-    config = RobertaConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        intermediate_size=args.intermediate,
-        num_labels=args.labels,
-        max_position_embeddings=args.length + 2 + 8,  # RoBERTa positions start at pad_token_id + 1
-    )
-    model = RobertaForSequenceClassification(config).eval().to(args.device)
+    dtype = getattr(torch, args.dtype)
+    if args.arch == "llama":
+        from transformers import LlamaConfig, LlamaForSequenceClassification
+
+        config = LlamaConfig(
+            vocab_size=args.vocab,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            intermediate_size=args.intermediate,
+            num_labels=args.labels,
+            max_position_embeddings=args.length + 8,
+            pad_token_id=0,  # the batch holds no pad token; decoder classifiers need the id all the same
+        )
+        # Built in place, in its dtype: a 1B model's float32 init on the CPU would take most of a minute.
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(args.device):
+                model = LlamaForSequenceClassification(config)
+        finally:
+            torch.set_default_dtype(previous)
+        model = model.eval()
+    else:
+        from transformers import RobertaConfig, RobertaForSequenceClassification
+
+        config = RobertaConfig(
+            vocab_size=args.vocab,
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=args.intermediate,
+            num_labels=args.labels,
+            max_position_embeddings=args.length + 2 + 8,  # RoBERTa positions start at pad_token_id + 1
+        )
+        model = RobertaForSequenceClassification(config).eval().to(args.device)
+        if dtype != torch.float32:
+            model = model.to(dtype)
     generator = torch.Generator().manual_seed(args.seed + 1)
     input_ids = torch.randint(3, args.vocab, (args.n, args.length), generator=generator)
     labels = torch.randint(0, args.labels, (args.n,), generator=generator)
@@ -200,7 +275,7 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
     model, batch = build_model(args)
     batch = {key: value[: item.n_run] for key, value in batch.items()}
     candidates = discover_candidates(model, rank=args.rank)
-    info: dict[str, Any] = {"candidates": len(candidates)}
+    info: dict[str, Any] = {"candidates": len(candidates), "parameters": sum(p.numel() for p in model.parameters())}
 
     if item.kind in ("floor", "floor_c"):
         # The benchmark's own model: no parameter needs a gradient; the backward reaches an input leaf.
@@ -342,7 +417,16 @@ def _worker(item: Item, args: argparse.Namespace, conn) -> None:
             base = current_rss()
         info["base_mib"] = base / 2**20
         conn.send(("ready", info))
-        while conn.recv() == "run":
+        while True:
+            command = conn.recv()
+            if command == "release":  # --order sequential, after the row's last run: hand the cache back
+                gc.collect()
+                if cuda:
+                    torch.cuda.empty_cache()
+                conn.send(("released", {}))
+                continue
+            if command != "run":
+                break
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()
@@ -393,7 +477,10 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_busy_before_pct": _busy_percent(),
     }
     if torch.device(args.device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
+        device = torch.device(args.device)
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
+        info["cuda"] = torch.version.cuda
     return info
 
 
@@ -461,28 +548,32 @@ def run_rounds(items: list[Item], args: argparse.Namespace) -> list[Row]:
                 log(f"FAILED to build {row.item.label}:\n{payload}")
         live = [i for i, row in enumerate(rows) if row.error is None]
         total = args.warmup + args.repeats
-        for round_index in range(total):
+        for round_index, index in schedule(live, total, args.order):
+            row, (_, conn) = rows[index], workers[index]
+            if row.error is not None:
+                continue
+            conn.send("run")
+            status, payload = _receive(conn)
+            if status != "ok":
+                row.error = payload
+                log(f"FAILED {row.item.label}:\n{payload}")
+                continue
             timed = round_index >= args.warmup
-            order = live[round_index % len(live) :] + live[: round_index % len(live)] if live else []
-            for index in order:
-                row, (_, conn) = rows[index], workers[index]
-                if row.error is not None:
-                    continue
-                conn.send("run")
+            tag = "timed" if timed else "warm-up"
+            log(
+                f"round {round_index + 1}/{total} ({tag}) {row.item.label}: {payload['wall']:.2f} s wall, "
+                f"{payload['cpu']:.2f} s CPU, peak +{payload['peak_mib']:.0f} MiB"
+            )
+            if timed:
+                row.walls.append(payload["wall"])
+                row.cpus.append(payload["cpu"])
+            row.peaks.append(payload["peak_mib"])
+            if args.order == "sequential" and round_index == total - 1:
+                conn.send("release")
                 status, payload = _receive(conn)
-                if status != "ok":
+                if status != "released":
                     row.error = payload
-                    log(f"FAILED {row.item.label}:\n{payload}")
-                    continue
-                tag = "timed" if timed else "warm-up"
-                log(
-                    f"round {round_index + 1}/{total} ({tag}) {row.item.label}: {payload['wall']:.2f} s wall, "
-                    f"{payload['cpu']:.2f} s CPU, peak +{payload['peak_mib']:.0f} MiB"
-                )
-                if timed:
-                    row.walls.append(payload["wall"])
-                    row.cpus.append(payload["cpu"])
-                row.peaks.append(payload["peak_mib"])
+                    log(f"FAILED {row.item.label} (releasing its memory):\n{payload}")
     finally:
         for _, conn in workers:
             try:
@@ -495,6 +586,22 @@ def run_rounds(items: list[Item], args: argparse.Namespace) -> list[Row]:
                 process.terminate()
             conn.close()
     return rows
+
+
+def schedule(live: list[int], total: int, order: str) -> list[tuple[int, int]]:
+    """(round, row index) pairs in the order they run.
+
+    ``interleaved``: round by round, each round one run of every row, the starting row rotated each round.
+    ``sequential``: all rounds of a row, then the next row (the worker then empties its CUDA cache, so that
+    only one row's working memory is held on the GPU at a time).
+    """
+    if order == "sequential":
+        return [(round_index, index) for index in live for round_index in range(total)]
+    pairs = []
+    for round_index in range(total):
+        shift = round_index % len(live) if live else 0
+        pairs.extend((round_index, index) for index in live[shift:] + live[:shift])
+    return pairs
 
 
 def _receive(conn) -> tuple[str, Any]:
@@ -513,12 +620,15 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
     """Medians, extrapolations, ratios to the floor (ratio of medians and median of per-round ratios)."""
     floor = next(row for row in rows if row.item.kind == "floor")
     floor_wall = statistics.median(floor.walls) if floor.walls else math.nan
+    floor_min = min(floor.walls) if floor.walls else math.nan
     out = []
     for row in rows:
         entry: dict[str, Any] = {"key": row.item.key, "label": row.item.label, "n_run": row.item.n_run}
         entry.update({k: v for k, v in row.info.items() if k in ("modules", "lora_params", "threads")})
         if row.error or not row.walls:
             entry["error"] = (row.error or "no timed run").strip().splitlines()[-1]
+            if row.error:
+                entry["error_detail"] = row.error
             out.append(entry)
             continue
         scale = scale_of(row.item, args)
@@ -532,7 +642,7 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
                 "cpu_s": statistics.median(row.cpus) * scale,
                 "peak_mib": max(row.peaks),
                 "x_floor": statistics.median(walls) / floor_wall,
-                "x_floor_min": min(walls) / min(floor.walls),
+                "x_floor_min": min(walls) / floor_min,
             }
         )
         paired = [w / f for w, f in zip(walls, floor.walls, strict=False)]  # a failed floor run shortens it
@@ -558,21 +668,32 @@ def _fmt_time(seconds: float) -> str:
 
 def report(summary: dict[str, Any], args: argparse.Namespace, machine: dict[str, Any], candidates: int) -> str:
     lines = []
+    weights = "random weights" + ("" if args.dtype == "float32" else f", {args.dtype}")
+    kv = f" ({args.kv_heads} key/value)" if args.arch == "llama" else ""
+    params = summary.get("parameters")
     lines.append(
-        f"RobertaForSequenceClassification (random weights): {args.layers} layers, hidden {args.hidden}, "
-        f"{args.heads} heads, intermediate {args.intermediate}, {args.labels} labels; {candidates} q/k/v candidates; "
+        f"{model_class_name(args)} ({weights}): {args.layers} layers, hidden {args.hidden}, "
+        f"{args.heads} heads{kv}, intermediate {args.intermediate}, {args.labels} labels"
+        + (f", {params / 1e6:.1f}M parameters" if params else "")
+        + f"; {candidates} q/k/v candidates; "
         f"n={args.n}, T={args.length}, LoRA r={args.rank}, output={args.output!r}; device {args.device}"
     )
     lines.append(
         f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), torch {machine['torch']}, transformers "
         f"{machine['transformers']}, peft {machine['peft']}; {machine['date']}; load average at start "
         f"{machine['loadavg_start'][0]:.2f}, at end {machine.get('loadavg_end', (math.nan,))[0]:.2f}"
-        + (f"; GPU {machine['gpu']}" if "gpu" in machine else "")
+        + (
+            f"; GPU {machine['gpu']} ({machine.get('gpu_memory_gib', math.nan):.0f} GiB), CUDA {machine.get('cuda')}"
+            if "gpu" in machine
+            else ""
+        )
     )
     threads = sorted({e.get("threads") for e in summary["rows"] if e.get("threads")})
     lines.append(
         f"torch threads per worker: {', '.join(map(str, threads)) or '?'}; median of {args.repeats} timed run(s) "
-        f"per row ({args.warmup} warm-up round(s)); memory: peak above"
+        f"per row ({args.warmup} warm-up round(s)"
+        + ("; rows run one after another" if args.order == "sequential" else "")
+        + "); memory: peak above"
     )
     lines.append("the worker's own footprint after building the model (" + ("max_memory_allocated" if "gpu" in machine
                  else "RSS") + "); rows marked * ran fewer samples and are scaled linearly to n")  # fmt: skip
@@ -684,6 +805,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     machine["elapsed_s"] = time.perf_counter() - started
     summary = summarize(rows, args)
     summary["candidates"] = next((row.info.get("candidates") for row in rows if row.info), 0)
+    summary["parameters"] = next((row.info.get("parameters") for row in rows if row.info), None)
     text = report(summary, args, machine, summary["candidates"])
     print(text, flush=True)
     log(f"total {machine['elapsed_s']:.0f} s")
