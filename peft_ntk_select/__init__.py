@@ -17,7 +17,8 @@ from .errors import (
 from .kernels import ENGINES, compute_kernels
 from .linearity import LinearityCurve, linearity_curve
 from .result import RankedSubset, SelectionResult
-from .search import Certificate, ScoredSubset, SearchResult, rank_subsets
+from .scoring import ScoredSubset
+from .search import Certificate, SearchResult, rank_subsets
 from .selector import NTKSelector
 from .spaces import Budget, InvalidSpaceError, ParamBudget, Structured
 from .stability import StabilityReport, format_stability

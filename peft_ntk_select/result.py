@@ -17,7 +17,8 @@ from torch import nn
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
 from .report import plot_report, spectrum_rows
-from .search import Certificate, ScoredSubset, score_subsets
+from .scoring import ScoredSubset, score_subsets
+from .search import Certificate
 
 FORMAT = "peft_ntk_select.SelectionResult"
 FORMAT_VERSION = 1

@@ -42,18 +42,9 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeError
+from .scoring import ScoredSubset, by_length, check_sigma, score_list
 from .spaces import BlockProblem, Budget, SearchSpace, is_integer
-from .spectral import (
-    condition_number,
-    extreme_eigenvalues,
-    kernel_ridge_risk,
-    loo_accuracy,
-    risk_bounds,
-    ritz_lower_bounds,
-    spectral_ratio,
-    subset_kernels,
-    target_classes,
-)
+from .spectral import extreme_eigenvalues, ritz_lower_bounds
 
 DEFAULT_MAX_SUBSETS = 200_000
 DEFAULT_MAX_NODES = 100_000
@@ -62,26 +53,6 @@ METHODS = ("exact", "exhaustive", "greedy", "beam")
 
 # Relative slack on lambda_max: near-ties within it are never pruned, so rounding cannot change the ranking.
 _SLACK = 1e-9
-
-
-@dataclass(frozen=True)
-class ScoredSubset:
-    """One subset C of candidate indices with the spectrum of K + S_C.
-
-    ``lambda_min``/``lambda_max`` are eigenvalues of K + S_C; ``ratio`` and ``kappa`` include sigma.
-    ``risk``, ``risk_lower``, ``risk_upper``: kernel-ridge training risk and Theorem 1 bounds, with labels;
-    ``accuracy``: leave-one-out kernel-regression accuracy on the samples, with class labels.
-    """
-
-    indices: tuple[int, ...]
-    ratio: float
-    lambda_max: float
-    lambda_min: float
-    kappa: float
-    risk: float | None = None
-    risk_lower: float | None = None
-    risk_upper: float | None = None
-    accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -129,13 +100,6 @@ def enumerate_subsets(num_candidates: int, budget: int) -> torch.Tensor:
     return torch.tensor(combos, dtype=torch.long).reshape(len(combos), budget)
 
 
-def check_sigma(sigma: object) -> float:
-    """Validate sigma (finite, > 0) and return it as a float."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (math.isfinite(sigma) and sigma > 0):
-        raise InvalidConfigError(f"sigma={sigma!r} must be a finite number > 0 (the paper uses 1e-4)")
-    return float(sigma)
-
-
 def check_budget_value(num_candidates: int, budget: object) -> int:
     if not is_integer(budget) or not 1 <= budget <= num_candidates:  # type: ignore[operator]
         raise InvalidConfigError(
@@ -169,74 +133,8 @@ def check_exhaustive(space: SearchSpace, num_candidates: int, max_subsets: int, 
     return count
 
 
-def score_subsets(
-    contributions: torch.Tensor,
-    base_kernel: torch.Tensor,
-    subsets: torch.Tensor,
-    *,
-    sigma: float,
-    targets: torch.Tensor | None = None,
-    batch_size: int = 4096,
-) -> list[ScoredSubset]:
-    """Score given subsets, in their order: S (L, n, n), K (n, n), subsets (m, k) candidate indices."""
-    sigma = check_sigma(sigma)
-    _, base_max = extreme_eigenvalues(base_kernel)
-    classes = targets is not None and target_classes(targets) is not None
-    lambda_min, lambda_max, risk, accuracy = [], [], [], []
-    for start in range(0, subsets.shape[0], batch_size):
-        kernels = subset_kernels(base_kernel, contributions, subsets[start : start + batch_size])
-        low, high = extreme_eigenvalues(kernels)
-        lambda_min.append(low)
-        lambda_max.append(high)
-        if targets is not None:
-            risk.append(kernel_ridge_risk(kernels, targets, sigma))
-        if classes:
-            accuracy.append(loo_accuracy(kernels, targets, sigma))
-    low, high = torch.cat(lambda_min), torch.cat(lambda_max)
-    ratio = spectral_ratio(high, float(base_max), sigma)
-    kappa = condition_number(low, high, sigma)
-    missing = [None] * len(low)
-    bounds: tuple[list[float | None], ...] = (missing, missing, missing, missing)
-    if targets is not None:
-        lower, upper = risk_bounds(low, high, float(targets.double().pow(2).sum()), sigma)
-        bounds = (
-            torch.cat(risk).tolist(),
-            lower.tolist(),
-            upper.tolist(),
-            torch.cat(accuracy).tolist() if classes else missing,
-        )
-    columns = zip(ratio.tolist(), high.tolist(), low.tolist(), kappa.tolist(), *bounds, strict=True)
-    return [ScoredSubset(tuple(row), *values) for row, values in zip(subsets.tolist(), columns, strict=True)]
-
-
 def _symmetric(matrices: torch.Tensor) -> torch.Tensor:
     return 0.5 * (matrices + matrices.transpose(-1, -2))
-
-
-def _by_length(subsets: Sequence[tuple[int, ...]]) -> dict[int, list[int]]:
-    """Positions of the subsets grouped by size (score_subsets takes one size per call)."""
-    groups: dict[int, list[int]] = {}
-    for position, subset in enumerate(subsets):
-        groups.setdefault(len(subset), []).append(position)
-    return groups
-
-
-def _score_list(
-    contributions: torch.Tensor,
-    base_kernel: torch.Tensor,
-    subsets: Sequence[tuple[int, ...]],
-    sigma: float,
-    targets: torch.Tensor | None,
-    batch_size: int,
-) -> list[ScoredSubset]:
-    """``score_subsets`` for subsets of any sizes, in their order."""
-    scored: list[ScoredSubset | None] = [None] * len(subsets)
-    for size, positions in _by_length(subsets).items():
-        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
-        entries = score_subsets(contributions, base_kernel, rows, sigma=sigma, targets=targets, batch_size=batch_size)
-        for position, entry in zip(positions, entries, strict=True):
-            scored[position] = entry
-    return scored  # type: ignore[return-value]
 
 
 def _lower_bounds(
@@ -244,7 +142,7 @@ def _lower_bounds(
 ) -> torch.Tensor:
     """``ritz_lower_bounds`` of subsets of any sizes, in their order (m,)."""
     bounds = torch.empty(len(subsets), dtype=torch.float64)
-    for size, positions in _by_length(subsets).items():
+    for size, positions in by_length(subsets).items():
         rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
         bounds[torch.tensor(positions)] = ritz_lower_bounds(base_kernel, contributions, rows)
     return bounds
@@ -274,7 +172,7 @@ def _best(
             bounds = _lower_bounds(contributions, base_kernel, subsets)
             first = [subsets[i] for i in bounds.topk(top, largest=False).indices.tolist()]
             cutoff = max(
-                entry.lambda_max for entry in _score_list(contributions, base_kernel, first, sigma, None, batch_size)
+                entry.lambda_max for entry in score_list(contributions, base_kernel, first, sigma, None, batch_size)
             )
             solved = top
         else:
@@ -282,7 +180,7 @@ def _best(
             cutoff = float(torch.kthvalue(bounds, top).values)
         near = torch.nonzero(bounds <= cutoff + _SLACK * abs(cutoff)).flatten().tolist()
         subsets = [subsets[i] for i in near]
-    scored = _score_list(contributions, base_kernel, subsets, sigma, targets, batch_size)
+    scored = score_list(contributions, base_kernel, subsets, sigma, targets, batch_size)
     ranking = tuple(sorted(scored, key=lambda entry: (entry.ratio, entry.indices))[:top])
     return ranking, solved + len(subsets)
 

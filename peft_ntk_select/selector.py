@@ -20,6 +20,7 @@ from .kernels.compute import validate_engine, validate_kernel
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
 from .result import SelectionResult, config_with_targets, ranked
+from .scoring import check_sigma
 from .search import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_MAX_NODES,
@@ -27,7 +28,6 @@ from .search import (
     METHODS,
     check_budget_value,
     check_exhaustive,
-    check_sigma,
     rank_subsets,
 )
 from .spaces import Budget, ParamBudget, SearchSpace, Structured

@@ -18,7 +18,7 @@ import torch
 
 from .report import format_table
 from .result import SelectionResult
-from .search import score_subsets
+from .scoring import score_subsets
 
 AXES = ("init", "samples")
 _CHUNK = 1024

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from strategies import candidate_kernels, search_spaces
 
 from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
-from peft_ntk_select.search import SearchResult, rank_subsets, score_subsets
+from peft_ntk_select.scoring import score_subsets
+from peft_ntk_select.search import SearchResult, rank_subsets
 from peft_ntk_select.spaces import Budget, InvalidSpaceError, ParamBudget, Structured
 
 SEARCHES = settings(max_examples=30, deadline=None)
