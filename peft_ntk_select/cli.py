@@ -24,10 +24,11 @@ from .kernels.compute import KERNELS
 from .kernels.outputs import OUTPUT_MODES
 from .linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from .objectives import OBJECTIVES
 from .report import format_table
 from .result import RankedSubset, SelectionResult
 from .search import METHODS
-from .selector import NTKSelector
+from .selector import BASES, NTKSelector
 from .stability import StabilityReport, format_stability
 
 logger = logging.getLogger("peft_ntk_select")
@@ -109,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
     select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn LoRA A; "
                         "expected: its exact mean over A (deterministic)")  # fmt: skip
+    select.add_argument("--objective", choices=sorted(OBJECTIVES), default="min_ratio", help="what subsets are "
+                        "ranked by: min_ratio = Algorithm 2 as printed (lowest spectral ratio); max_ratio; "
+                        "max_lambda_max = largest lambda_max(S_C); min_risk = lowest kernel-ridge training risk; "
+                        "max_alignment = kernel-target alignment; min_kappa = lowest condition number; "
+                        "max_effective_rank = most spread S_C spectrum; min_loo_error = lowest leave-one-out "
+                        "kernel-regression error (the label objectives need labels)")  # fmt: skip
+    select.add_argument("--base", choices=BASES, default="head", help="base kernel K: head = the kernel of the new "
+                        "head (trained in every pick); none = K = 0")  # fmt: skip
     select.add_argument("--head", choices=HEADS, default="init", help="init: the new head as drawn; probe: fit it by "
                         "linear probing on the samples first (LP-FT)")  # fmt: skip
     select.add_argument("--stability", type=int, default=0, metavar="RUNS", help="also rerun the selection RUNS times "
@@ -189,7 +198,7 @@ def report_text(result: SelectionResult, top: int) -> str:
     lines = [
         f"{result.space} over {len(result.candidates)} candidates, n={len(result.sample_indices)}, "
         f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}, kernel={result.kernel}, "
-        f"head={result.head}",
+        f"head={result.head}, base={result.base}, objective={result.objective}",
         _certificate_line(result),
         format_table(headers, rows),
     ]
@@ -221,6 +230,8 @@ def json_summary(
         "certificate": None if result.certificate is None else asdict(result.certificate),
         "output": None if output is None else str(output),
         "kernel": result.kernel,
+        "objective": result.objective,
+        "base": result.base,
         "head": result.head,
         "head_fit": result.head_fit,
         "stability": None if stability is None else [report.to_dict() for report in stability],
@@ -249,7 +260,7 @@ def run_select(args: argparse.Namespace) -> None:
         kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
         n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
         kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
-        head=args.head,
+        head=args.head, objective=args.objective, base=args.base,
     )  # fmt: skip
     result = selector.select(data)
     seeds = range(args.stability)

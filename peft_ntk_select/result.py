@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,9 @@ from torch import nn
 
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
+from .objectives import OBJECTIVES
 from .report import plot_report, spectrum_rows
-from .scoring import ScoredSubset, score_subsets
+from .scoring import ScoredSubset, objective_values, score_subsets
 from .search import Certificate
 
 FORMAT = "peft_ntk_select.SelectionResult"
@@ -39,6 +40,7 @@ class RankedSubset:
     risk_lower: float | None = None
     risk_upper: float | None = None
     accuracy: float | None = None
+    score: float | None = None
 
 
 def ranked(entry: ScoredSubset, candidates: Sequence[Candidate]) -> RankedSubset:
@@ -84,6 +86,8 @@ class SelectionResult:
         targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
         space: the admissible space searched; certificate: what the search proved (see ``Certificate``).
         init_seed: seed of the LoRA A draw; kernel: ``lora`` or ``expected`` (mean over A).
+        objective: what the ranking is ordered by (``objectives.OBJECTIVES``; each entry's ``score``);
+        base: ``head`` (K = the kernel of the parameters trained in every pick) or ``none`` (K = 0).
         head: ``init`` or ``probe``; head_fit: for ``probe``, the fitted layer, its accuracy on the
             samples and its weight norm before and after (``HeadFit.summary``).
     """
@@ -107,14 +111,20 @@ class SelectionResult:
     head_fit: dict[str, Any] | None = None
     init_seed: int | None = None
     kernel: str = "lora"
+    objective: str = "min_ratio"
+    base: str = "head"
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
-        """Spectral ratio, spectrum and risk of any set of candidates (e.g. PEFT's default placement)."""
+        """Spectral ratio, spectrum, risk and objective score of any set of candidates (e.g. PEFT's default)."""
         indices = self._indices(modules)
         entry = score_subsets(
             self.contributions, self.base_kernel, torch.tensor([indices]), sigma=self.sigma, targets=self.targets
         )[0]
-        return ranked(entry, self.candidates)
+        value = objective_values(
+            self.contributions, self.base_kernel, [tuple(indices)], OBJECTIVES[self.objective], sigma=self.sigma,
+            targets=self.targets,
+        )  # fmt: skip
+        return ranked(replace(entry, score=float(value[0])), self.candidates)
 
     def _indices(self, modules: Sequence[str]) -> list[int]:
         position = {candidate.name: i for i, candidate in enumerate(self.candidates)}
@@ -178,6 +188,8 @@ class SelectionResult:
             "head_fit": self.head_fit,
             "init_seed": self.init_seed,
             "kernel": self.kernel,
+            "objective": self.objective,
+            "base": self.base,
         }
 
     @classmethod
@@ -211,6 +223,8 @@ class SelectionResult:
                 head_fit=data.get("head_fit"),
                 init_seed=data.get("init_seed", data["seed"]),
                 kernel=data.get("kernel", "lora"),
+                objective=data.get("objective", "min_ratio"),
+                base=data.get("base", "head"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err

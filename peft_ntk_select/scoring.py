@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InvalidConfigError
+from .objectives import Objective
 from .spectral import (
     condition_number,
     extreme_eigenvalues,
@@ -27,7 +28,8 @@ class ScoredSubset:
 
     ``lambda_min``/``lambda_max`` are eigenvalues of K + S_C; ``ratio`` and ``kappa`` include sigma.
     ``risk``, ``risk_lower``, ``risk_upper``: kernel-ridge training risk and Theorem 1 bounds, with labels;
-    ``accuracy``: leave-one-out kernel-regression accuracy on the samples, with class labels.
+    ``accuracy``: leave-one-out kernel-regression accuracy on the samples, with class labels;
+    ``score``: the value of the objective the subset was ranked by (``objectives.py``), when ranked.
     """
 
     indices: tuple[int, ...]
@@ -39,6 +41,7 @@ class ScoredSubset:
     risk_lower: float | None = None
     risk_upper: float | None = None
     accuracy: float | None = None
+    score: float | None = None
 
 
 def check_sigma(sigma: object) -> float:
@@ -112,3 +115,28 @@ def score_list(
         for position, entry in zip(positions, entries, strict=True):
             scored[position] = entry
     return scored  # type: ignore[return-value]
+
+
+def objective_values(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    subsets: Sequence[tuple[int, ...]],
+    objective: Objective,
+    *,
+    sigma: float,
+    targets: torch.Tensor | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """The objective's value (m,) float64 for subsets of any sizes, in their order: S (L, n, n), K (n, n)."""
+    values = torch.empty(len(subsets), dtype=torch.float64)
+    base_max = float(extreme_eigenvalues(base_kernel)[1])
+    zero = torch.zeros_like(base_kernel, dtype=torch.float64)
+    for size, positions in by_length(subsets).items():
+        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+        for start in range(0, rows.shape[0], batch_size):
+            batch = rows[start : start + batch_size]
+            kernels = subset_kernels(base_kernel, contributions, batch)
+            parts = subset_kernels(zero, contributions, batch) if objective.uses_parts else kernels
+            value = objective.value(kernels, parts, targets, sigma, base_max)
+            values[torch.tensor(positions[start : start + batch_size])] = value
+    return values

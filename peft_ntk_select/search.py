@@ -42,7 +42,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeError
-from .scoring import ScoredSubset, by_length, check_sigma, score_list
+from .objectives import Objective, get_objective
+from .scoring import ScoredSubset, by_length, check_sigma, objective_values, score_list
 from .spaces import BlockProblem, Budget, SearchSpace, is_integer
 from .spectral import extreme_eigenvalues, ritz_lower_bounds
 
@@ -65,6 +66,8 @@ class Certificate:
     leading entries of the ranking are proven to be the exact top. ``nodes``: partial subsets expanded;
     ``evaluated``: subset kernels whose spectrum was computed; ``space_size``: admissible subsets;
     ``stopped``: ``"max_nodes"`` or ``"time_limit"`` when branch and bound ran out, else None.
+    ``objective``: what the ranking is ordered by; ``lower_bound`` and ``gap`` are bounds on the ratio
+    for ``"min_ratio"`` only, nan for the other objectives (which have no bounds).
     """
 
     method: str
@@ -78,6 +81,7 @@ class Certificate:
     space_size: int
     stopped: str | None = None
     seconds: float = field(default=0.0, compare=False)
+    objective: str = "min_ratio"
 
 
 @dataclass(frozen=True)
@@ -473,6 +477,7 @@ def rank_subsets(
     time_limit: float | None = None,
     max_subsets: int = DEFAULT_MAX_SUBSETS,
     batch_size: int = 512,
+    objective: str = "min_ratio",
 ) -> SearchResult:
     """Rank admissible subsets by spectral ratio, ascending (Algorithm 2), with a certificate.
 
@@ -489,6 +494,9 @@ def rank_subsets(
             certificate then says ``optimal=False`` and gives the gap.
         max_subsets: refuse exhaustive enumeration beyond this many subsets.
         batch_size: subset kernels per batched eigensolve when enumerating.
+        objective: what to rank by (``peft_ntk_select.objectives.OBJECTIVES``); ``"min_ratio"`` is
+            Algorithm 2 and the only one with branch and bound: the others are ranked by enumerating
+            the space (``"exact"``/``"exhaustive"``, up to ``max_subsets``) or by ``"greedy"``/``"beam"``.
 
     Returns:
         ``SearchResult(ranking, certificate)``; it is also a sequence of the ranking, so
@@ -502,6 +510,12 @@ def rank_subsets(
     search_space = _resolve_space(num_candidates, budget, space)
     base, parts = base_kernel.double(), contributions.double()
     top = None if top is None else operator.index(top)
+    chosen = get_objective(objective, targets is not None)
+    if chosen.name != "min_ratio":
+        ranking, certificate = _rank_by_objective(
+            parts, base, search_space, chosen, sigma, top, targets, method, beam_width, max_subsets, batch_size
+        )
+        return SearchResult(ranking, replace(certificate, seconds=time.perf_counter() - started))
     if method == "exhaustive" or (method == "exact" and top is None):
         ranking, certificate = _exhaustive(parts, base, search_space, sigma, top, targets, max_subsets, batch_size)
     else:
@@ -510,7 +524,88 @@ def rank_subsets(
         ranking, certificate = _search(
             parts, base, search_space, sigma, top, targets, method, width, limits, batch_size
         )
+    ranking = tuple(replace(entry, score=entry.ratio) for entry in ranking)
     return SearchResult(ranking, replace(certificate, seconds=time.perf_counter() - started))
+
+
+def _objective_beam(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    space: SearchSpace,
+    objective: Objective,
+    sigma: float,
+    targets: torch.Tensor | None,
+    width: int,
+    batch_size: int,
+) -> tuple[list[tuple[int, ...]], int]:
+    """Grow subsets one candidate at a time, keeping the ``width`` best by the objective at each size.
+
+    Returns every admissible subset met and the number of partial subsets expanded.
+    """
+    num_candidates = parts.shape[0]
+    states: list[tuple[int, ...]] = [()]
+    admissible: dict[tuple[int, ...], None] = {}
+    nodes = 0
+    while states:
+        nodes += len(states)
+        grown = {tuple(sorted((*state, j))) for state in states for j in range(num_candidates) if j not in state}
+        children = sorted(c for c in grown if space.admits(c, num_candidates) or space.extendable(c, num_candidates))
+        if not children:
+            break
+        keys = objective.key(
+            objective_values(parts, base, children, objective, sigma=sigma, targets=targets, batch_size=batch_size)
+        ).tolist()
+        admissible.update((child, None) for child in children if space.admits(child, num_candidates))
+        order = sorted(range(len(children)), key=lambda i: (keys[i], children[i]))
+        states = [children[i] for i in order if space.extendable(children[i], num_candidates)][:width]
+    return list(admissible), nodes
+
+
+def _rank_by_objective(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    space: SearchSpace,
+    objective: Objective,
+    sigma: float,
+    top: int | None,
+    targets: torch.Tensor | None,
+    method: str,
+    width: int,
+    max_subsets: int,
+    batch_size: int,
+) -> tuple[tuple[ScoredSubset, ...], Certificate]:
+    """Rank by any objective: enumerate the space (exact and exhaustive) or grow it greedily (greedy, beam)."""
+    num_candidates = parts.shape[0]
+    enumerate_all = method in ("exact", "exhaustive")
+    if enumerate_all:
+        count = check_exhaustive(
+            space, num_candidates, max_subsets, f"objective {objective.name!r} has no branch and bound: use "
+            "method='beam' or 'greedy', a smaller space or fewer candidates, or raise max_subsets"
+        )  # fmt: skip
+        subsets, nodes = list(space.subsets(num_candidates)), 0
+    else:
+        count = space.size(num_candidates)
+        subsets, nodes = _objective_beam(
+            parts, base, space, objective, sigma, targets, 1 if method == "greedy" else width, batch_size
+        )
+    values = objective_values(parts, base, subsets, objective, sigma=sigma, targets=targets, batch_size=batch_size)
+    keys = objective.key(values).tolist()
+    order = sorted(range(len(subsets)), key=lambda i: (keys[i], subsets[i]))[:top]
+    scored = score_list(parts, base, [subsets[i] for i in order], sigma, targets, batch_size)
+    ranking = tuple(replace(entry, score=float(values[i])) for entry, i in zip(scored, order, strict=True))
+    certificate = Certificate(
+        method="exhaustive" if enumerate_all else method,
+        optimal=enumerate_all,
+        best_ratio=ranking[0].ratio if ranking else math.inf,
+        lower_bound=math.nan,
+        gap=math.nan,
+        certified=len(ranking) if enumerate_all else 0,
+        nodes=nodes,
+        evaluated=len(subsets),
+        space_size=count,
+        objective=objective.name,
+    )
+    return ranking, certificate
 
 
 def _exhaustive(

@@ -19,6 +19,7 @@ from .kernels import compute_kernels
 from .kernels.compute import validate_engine, validate_kernel
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
+from .objectives import OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
 from .scoring import check_sigma
 from .search import (
@@ -35,6 +36,7 @@ from .spectral import regression_targets
 from .stability import StabilityReport, stability
 
 logger = logging.getLogger(__name__)
+BASES = ("head", "none")
 STABILITY_SUBSETS = 20_000  # stability() compares whole rankings up to this many subsets
 
 
@@ -122,6 +124,10 @@ class NTKSelector:
         init_seed: seed of the LoRA A draw; None: ``seed``.
         kernel: ``lora`` (the kernel at the drawn A, what training starts from) or ``expected`` (its exact
             mean over the init's distribution of A: deterministic, see ``compute_kernels``).
+        objective: what subsets are ranked by, best first (``peft_ntk_select.objectives.OBJECTIVES``):
+            ``min_ratio`` is Algorithm 2 as printed; ``max_ratio``, ``max_lambda_max``, ``min_risk``,
+            ``max_alignment``, ``min_kappa``, ``max_effective_rank``, ``min_loo_error`` are the alternatives.
+        base: ``head`` (K = kernel of the parameters trained in every pick, the new head) or ``none`` (K = 0).
         engine: ``func`` (torch.func), ``hooks`` (batched with hooks) or ``reference`` (per-sample loop).
         output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
@@ -163,6 +169,8 @@ class NTKSelector:
         head: str = "init",
         init_seed: int | None = None,
         kernel: str = "lora",
+        objective: str = "min_ratio",
+        base: str = "head",
     ) -> None:
         validate_lora_config(lora_config)
         validate_engine(engine)
@@ -173,6 +181,10 @@ class NTKSelector:
             raise InvalidConfigError(f"n_samples={n_samples!r} must be an integer >= 2 (the paper uses 32)")
         if head not in HEADS:
             raise InvalidConfigError(f"unknown head {head!r}: choose one of {HEADS}")
+        if objective not in OBJECTIVES:
+            raise InvalidConfigError(f"unknown objective {objective!r}: choose one of {sorted(OBJECTIVES)}")
+        if base not in BASES:
+            raise InvalidConfigError(f"unknown base {base!r}: choose 'head' (the new head's kernel) or 'none' (K = 0)")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise InvalidConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
         self.model = model
@@ -200,6 +212,8 @@ class NTKSelector:
         self.head = head
         self.init_seed = seed if init_seed is None else init_seed
         self.kernel = kernel
+        self.objective = objective
+        self.base = base
 
     def select(self, data: Any) -> SelectionResult:
         """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
@@ -267,10 +281,12 @@ class NTKSelector:
                     show_progress=self.show_progress,
                     kernel=kernel,
                 )
+        if self.base == "none":
+            base_kernel = torch.zeros_like(base_kernel)
         targets = self._targets(batch)
         found = rank_subsets(
             contributions, base_kernel, sigma=self.sigma, space=self.space, method=self.search, top=self.top,
-            targets=targets, max_subsets=self.max_subsets, **self.search_limits,
+            targets=targets, max_subsets=self.max_subsets, objective=self.objective, **self.search_limits,
         )  # fmt: skip
         ranking = [ranked(entry, self.candidates) for entry in found.ranking]
         best = [self.candidates[i] for i in found.ranking[0].indices]
@@ -294,6 +310,8 @@ class NTKSelector:
             head_fit=None if fit is None else fit.summary(),
             init_seed=init_seed,
             kernel=kernel,
+            objective=self.objective,
+            base=self.base,
         )
 
     def _fit_head(self, batch: dict[str, torch.Tensor]) -> HeadFit | None:

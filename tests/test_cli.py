@@ -18,7 +18,8 @@ from peft_ntk_select.cli import build_parser, main
 OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
-           "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity"]  # fmt: skip
+           "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
+           "--base"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +228,14 @@ def test_linearity_radii_must_be_numbers(capsys):
         main(["linearity", "--radii", "0,big"])
     assert exit_info.value.code == 2
     assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_objective_and_base_options_reach_the_ranking(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--objective",
+                            "max_alignment", "--base", "none", "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert (summary["objective"], summary["base"]) == ("max_alignment", "none")
+    scores = [entry["score"] for entry in summary["ranking"]]
+    assert scores == sorted(scores, reverse=True)
