@@ -58,6 +58,29 @@ def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[
         model.to(original.pop())
 
 
+@contextmanager
+def _in_dtype(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Run with every floating-point parameter and buffer cast to ``dtype``; the original tensors (not
+    re-cast copies) are put back afterwards, so nothing is rounded (no-op when None)."""
+    if dtype is None:
+        yield
+        return
+    parameters = [(p, p.data) for p in model.parameters() if p.is_floating_point()]
+    buffers = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
+               if buffer is not None and buffer.is_floating_point()]  # fmt: skip
+    try:
+        for parameter, data in parameters:
+            parameter.data = data.to(dtype)
+        for module, name, buffer in buffers:
+            module._buffers[name] = buffer.to(dtype)
+        yield
+    finally:
+        for parameter, data in parameters:
+            parameter.data = data
+        for module, name, buffer in buffers:
+            module._buffers[name] = buffer
+
+
 def admissible_space(
     candidates: Sequence[Candidate],
     budget: int,
@@ -128,6 +151,8 @@ class NTKSelector:
             ``min_ratio`` is Algorithm 2 as printed; ``max_ratio``, ``max_lambda_max``, ``min_risk``,
             ``max_alignment``, ``min_kappa``, ``max_effective_rank``, ``min_loo_error`` are the alternatives.
         base: ``head`` (K = kernel of the parameters trained in every pick, the new head) or ``none`` (K = 0).
+        dtype: compute the kernels with the model cast to this dtype (e.g. ``torch.float32`` for a half-precision
+            model that overflows); the model's own tensors are put back afterwards. None: the model's dtype.
         engine: ``func`` (torch.func), ``hooks`` (batched with hooks) or ``reference`` (per-sample loop).
         output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
@@ -171,6 +196,7 @@ class NTKSelector:
         kernel: str = "lora",
         objective: str = "min_ratio",
         base: str = "head",
+        dtype: torch.dtype | None = None,
     ) -> None:
         validate_lora_config(lora_config)
         validate_engine(engine)
@@ -214,6 +240,9 @@ class NTKSelector:
         self.kernel = kernel
         self.objective = objective
         self.base = base
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise InvalidConfigError(f"dtype={dtype!r}: pass a floating-point torch dtype, e.g. torch.float32, or None")
+        self.dtype = dtype
 
     def select(self, data: Any) -> SelectionResult:
         """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
@@ -266,7 +295,11 @@ class NTKSelector:
             len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output, kernel,
         )  # fmt: skip
         new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
-        with _on_device(self.model, self.device), swapped_parameters(self.model, new_head):
+        with (
+            _on_device(self.model, self.device),
+            _in_dtype(self.model, self.dtype),
+            swapped_parameters(self.model, new_head),
+        ):
             fit = self._fit_head(batch)
             with swapped_parameters(self.model, None if fit is None else fit.values()):
                 base_kernel, contributions, adapter_init = compute_kernels(

@@ -105,10 +105,15 @@ def make_batch(n: int = 5, length: int = 7, *, labels: int | None = 2, seed: int
     return batch
 
 
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's bytes, for any dtype (numpy has no bfloat16)."""
+    return tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
+
+
 def model_snapshot(model: torch.nn.Module) -> dict:
     """Everything select() must leave unchanged: weights (bytes), flags, modes, hooks, module tree."""
     return {
-        "state": {k: (v.dtype, v.shape, v.detach().cpu().numpy().tobytes()) for k, v in model.state_dict().items()},
+        "state": {k: (v.dtype, v.shape, _raw_bytes(v)) for k, v in model.state_dict().items()},
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
         "training": {k: m.training for k, m in model.named_modules()},
         "modules": [(k, type(m).__name__) for k, m in model.named_modules()],

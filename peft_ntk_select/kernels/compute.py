@@ -10,7 +10,7 @@ from peft import LoraConfig
 from torch import nn
 
 from ..candidates import Candidate
-from ..errors import InvalidConfigError, InvalidInputError
+from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
 from . import func, hooks, reference
 from .base import base_probes
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
@@ -99,6 +99,7 @@ def compute_kernels(
                 unpadded_inputs=engine == "reference", chunk_size=chunk_size, progress=show_progress,
                 memory_budget=memory_budget,
             )  # fmt: skip
+        check_finite(base_kernel, contributions, candidates, model)
         return base_kernel.cpu(), contributions.cpu(), adapter_init
     lora: dict[str, Probe] = {
         c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
@@ -112,4 +113,21 @@ def compute_kernels(
     for name in base:
         base_kernel += gram(features[name])
     contributions = torch.stack([gram(features[c.name]) for c in candidates])
+    check_finite(base_kernel, contributions, candidates, model)
     return base_kernel.cpu(), contributions.cpu(), adapter_init
+
+
+def check_finite(
+    base_kernel: torch.Tensor, contributions: torch.Tensor, candidates: Sequence[Candidate], model: nn.Module
+) -> None:
+    """Raise ``KernelComputationError`` naming the kernels with inf/nan entries (overflow in half precision)."""
+    bad = [c.name for c, part in zip(candidates, contributions, strict=True) if not bool(torch.isfinite(part).all())]
+    if not bool(torch.isfinite(base_kernel).all()):
+        bad.insert(0, "the base kernel K (the head)")
+    if bad:
+        dtype, _ = model_dtype_device(model)
+        raise KernelComputationError(
+            f"non-finite kernel values for {', '.join(bad[:3])}{' and others' if len(bad) > 3 else ''} with the "
+            f"model in {str(dtype).removeprefix('torch.')}: the forward or backward pass overflowed; compute the "
+            "kernels in float32 (NTKSelector(..., dtype=torch.float32)), or check the model's weights and inputs"
+        )
