@@ -79,8 +79,10 @@ from torch import nn
 from peft_ntk_select import NTKSelector, SelectionResult, discover_candidates
 from peft_ntk_select.candidates import Candidate
 from peft_ntk_select.loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from peft_ntk_select.objectives import OBJECTIVES
 from peft_ntk_select.report import format_table
 from peft_ntk_select.result import RankedSubset, config_with_targets
+from peft_ntk_select.scoring import objective_values
 from peft_ntk_select.stability import kendall_tau
 
 logger = logging.getLogger("compare_picks")
@@ -505,6 +507,23 @@ def _scores(entry: RankedSubset | None, prefix: str = "") -> dict[str, float | N
     return {prefix + name: None if entry is None else getattr(entry, name) for name in SCORE_FIELDS}
 
 
+def objective_scores(result: SelectionResult | None, modules: Sequence[str], prefix: str = "") -> dict[str, Any]:
+    """Every selection objective's value for ``modules`` on the result's kernels, as ``{prefix}objective_<name>``
+    (None when not scored, or when the objective needs labels the result lacks)."""
+    position = {} if result is None else {c.name: i for i, c in enumerate(result.candidates)}
+    scored = bool(modules) and all(name in position for name in modules)
+    values: dict[str, Any] = {}
+    for name, objective in OBJECTIVES.items():
+        usable = scored and (result.targets is not None or not objective.needs_targets)
+        value = None
+        if usable:
+            subset = [tuple(sorted(position[m] for m in modules))]
+            value = float(objective_values(result.contributions, result.base_kernel, subset, objective,
+                                           sigma=result.sigma, targets=result.targets)[0])  # fmt: skip
+        values[f"{prefix}objective_{name}"] = value
+    return values
+
+
 def subset_rows(
     placements: Sequence[Placement],
     runs: Sequence[Mapping[str, Any]],
@@ -530,6 +549,7 @@ def subset_rows(
             "expected_rank": expected_rank.get(frozenset(placement.modules)), "lora_params": placement.lora_params,
             "trainable_params": done[0]["trainable_params"] if done else None, "seeds": len(done),
             **_scores(entry), **_scores(expected_entry, "expected_"),
+            **objective_scores(result, placement.modules), **objective_scores(expected, placement.modules, "expected_"),
         }  # fmt: skip
         for name in (*OUTCOMES, "train_loss"):
             row[name], row[name + "_std"] = _mean_std([run[name] for run in done])
@@ -605,7 +625,8 @@ def summarize(
     """Per-placement rows, correlations over the ranked and random subsets, top vs baselines, sanity, times."""
     rows = subset_rows(placements, runs, seeds, result, expected)
     space = [row for row in rows if set(row["roles"].split()) & set(SPACE_ROLES) and row["seeds"]]
-    score_names = [*SCORE_FIELDS, *(f"expected_{name}" for name in SCORE_FIELDS)]
+    fields = [*SCORE_FIELDS, *(f"objective_{name}" for name in OBJECTIVES)]
+    score_names = [*fields, *(f"expected_{name}" for name in fields)]
     scores = {name: [np.nan if row[name] is None else row[name] for row in space] for name in score_names}
     scores = {name: values for name, values in scores.items() if np.isfinite(values).any()}
     outcomes = {name: [row[name] for row in space] for name in OUTCOMES}

@@ -18,7 +18,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from peft_ntk_select import SelectionResult, rank_subsets
 from peft_ntk_select.assets import minilm_path
 from peft_ntk_select.candidates import Candidate
+from peft_ntk_select.objectives import OBJECTIVES
 from peft_ntk_select.result import config_with_targets, ranked
+from peft_ntk_select.scoring import objective_values
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_picks.py"
 
@@ -227,6 +229,8 @@ def test_smoke_run_writes_every_output_and_a_rerun_trains_nothing(model_dir, tmp
     assert all(0.0 <= float(r["eval_accuracy"]) <= 1.0 and int(r["steps"]) == 3 for r in runs)
     names = {(row["score"], row["outcome"]) for row in summary["correlations"]}
     assert ("ratio", "eval_accuracy") in names and ("expected_risk_upper", "final_train_loss") in names
+    assert ("objective_max_alignment", "eval_accuracy") in names
+    assert ("expected_objective_max_effective_rank", "eval_accuracy") in names
     assert summary["sanity"]["checked"] and summary["times"]["lora"] > 0
     assert "top pick" in printed and "Spearman" in printed and "Table 2" in printed
     assert json.loads((out / "summary.json").read_text())["selection"]["ranked_subsets"] == 20
@@ -269,3 +273,16 @@ def test_a_line_cut_short_by_an_interruption_is_skipped_and_the_next_run_appends
     assert [r["key"] for r in cp.read_runs(path)] == ["a"]
     cp.append_run(path, {**row, "key": "c", "seed": 1})
     assert [(r["key"], r["seed"]) for r in cp.read_runs(path)] == [("a", 0), ("c", 1)]
+
+
+def test_objective_scores_are_the_library_objectives_on_the_results_kernels():
+    result = tiny_result()
+    modules = result.ranking[5].modules
+    scores = cp.objective_scores(result, modules)
+    position = {c.name: i for i, c in enumerate(result.candidates)}
+    subset = [tuple(sorted(position[m] for m in modules))]
+    ratio = objective_values(result.contributions, result.base_kernel, subset, OBJECTIVES["max_ratio"], sigma=1e-4)
+    assert scores["objective_min_ratio"] == scores["objective_max_ratio"] == float(ratio[0])
+    assert scores["objective_min_ratio"] == pytest.approx(result.ranking[5].ratio, rel=1e-12)
+    assert scores["objective_min_risk"] is None  # no labels in this result
+    assert all(value is None for value in cp.objective_scores(result, []).values())
