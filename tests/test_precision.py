@@ -1,4 +1,4 @@
-"""Half-precision models: overflow raises a typed error naming the kernels; dtype= runs the kernel pass in float32."""
+"""Models as users run them: half precision (overflow -> typed error, dtype= upcast) and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -45,3 +45,20 @@ def test_dtype_float32_runs_a_bfloat16_model_in_float32_and_puts_its_own_tensors
 def test_dtype_must_be_a_floating_point_torch_dtype(dtype):
     with pytest.raises(InvalidConfigError, match="floating-point torch dtype"):
         NTKSelector(make_model("bert"), CONFIG, dtype=dtype)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_gradient_checkpointing_models_work_with_hooks_and_get_a_clear_error_from_func(family):
+    model = make_model(family)
+    model.gradient_checkpointing_enable()
+    model.train()
+    before = model_snapshot(model)
+    batch = make_batch(n=4)
+    kernels = {
+        engine: NTKSelector(model, CONFIG, budget=1, engine=engine, show_progress=False).select(batch).contributions
+        for engine in ("reference", "hooks")
+    }
+    assert torch.allclose(kernels["hooks"], kernels["reference"], rtol=1e-8, atol=1e-300)
+    with pytest.raises(KernelComputationError, match="engine='hooks'"):
+        NTKSelector(model, CONFIG, budget=1, engine="func", show_progress=False).select(batch)
+    assert model_snapshot(model) == before and model.is_gradient_checkpointing

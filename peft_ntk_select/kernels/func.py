@@ -10,6 +10,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
+from ..errors import KernelComputationError
 from .forward import (
     accepts_position_ids,
     additive_mask,
@@ -65,6 +66,16 @@ def jacobians(
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
         for start in tqdm(range(0, n, chunk_size), desc="kernels (func)", disable=not progress):
             chunk = {key: value[start : start + chunk_size] for key, value in batch.items()}
-            for name, grads in per_sample(zeros, chunk).items():
+            try:
+                jacobian = per_sample(zeros, chunk)
+            except RuntimeError as err:
+                if "functorch transform" not in str(err):
+                    raise
+                raise KernelComputationError(
+                    "torch.func cannot trace this model: one of its hooks calls requires_grad_() (transformers adds "
+                    "such a hook with gradient_checkpointing_enable() or enable_input_require_grads()): use "
+                    "engine='hooks', which gives the same kernels"
+                ) from err
+            for name, grads in jacobian.items():
                 parts[name].append(flatten_features(grads, lead=2))
     return {name: torch.cat(chunks) for name, chunks in parts.items()}
