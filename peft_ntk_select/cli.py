@@ -25,7 +25,7 @@ from .kernels.outputs import OUTPUT_MODES
 from .linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
 from .objectives import OBJECTIVES
-from .report import format_table
+from .report import format_number, format_table
 from .result import RankedSubset, SelectionResult
 from .search import METHODS
 from .selector import BASES, NTKSelector
@@ -163,9 +163,7 @@ def _short(result: SelectionResult) -> dict[str, str]:
 
 
 def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
-    def number(value: float | None, digits: str = ".4g") -> str:
-        return "-" if value is None else format(value, digits)
-
+    number = format_number
     return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio - 1:.4e}", number(entry.lambda_min),
             number(entry.lambda_max, ".6g"), number(entry.kappa), number(entry.risk), number(entry.risk_lower),
             number(entry.risk_upper), number(entry.accuracy, ".3f"), f"{entry.num_params:,}"]  # fmt: skip

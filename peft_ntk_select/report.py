@@ -15,6 +15,11 @@ from .errors import NTKSelectError
 from .spectral import subset_kernels
 
 
+def format_number(value: float | None, digits: str = ".4g") -> str:
+    """``value`` in ``digits`` format, or "-" when there is none (e.g. the risk without labels)."""
+    return "-" if value is None else format(value, digits)
+
+
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned text table: one header line, a rule, one line per row."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
@@ -123,10 +128,7 @@ def plot_report(
 def spectrum_rows(entries: Sequence[Any], labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """(headers, rows) of ranked subsets: ratio, lambda_min, lambda_max, kappa, risk, Theorem 1 bounds, accuracy."""
     headers = ["pick", "ratio - 1", "lambda_min", "lambda_max", "kappa", "risk", "bound low", "bound up", "LOO acc"]
-
-    def number(value: float | None, digits: str = ".4g") -> str:
-        return "-" if value is None else format(value, digits)
-
+    number = format_number
     rows = [
         [label, number(e.ratio - 1, ".3e"), number(e.lambda_min), number(e.lambda_max), number(e.kappa),
          number(e.risk), number(e.risk_lower), number(e.risk_upper), number(e.accuracy, ".3f")]

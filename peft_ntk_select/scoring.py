@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,12 +91,16 @@ def score_subsets(
     return [ScoredSubset(tuple(row), *values) for row, values in zip(subsets.tolist(), columns, strict=True)]
 
 
-def by_length(subsets: Sequence[tuple[int, ...]]) -> dict[int, list[int]]:
-    """Positions of the subsets grouped by size (score_subsets takes one size per call)."""
+def by_size(subsets: Sequence[tuple[int, ...]]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Subsets of any sizes grouped by size, as (positions in ``subsets``, index rows (m, size)).
+
+    The batched scorers take one size per call.
+    """
     groups: dict[int, list[int]] = {}
     for position, subset in enumerate(subsets):
         groups.setdefault(len(subset), []).append(position)
-    return groups
+    for size, positions in groups.items():
+        yield positions, torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
 
 
 def score_list(
@@ -109,8 +113,7 @@ def score_list(
 ) -> list[ScoredSubset]:
     """``score_subsets`` for subsets of any sizes, in their order."""
     scored: list[ScoredSubset | None] = [None] * len(subsets)
-    for size, positions in by_length(subsets).items():
-        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+    for positions, rows in by_size(subsets):
         entries = score_subsets(contributions, base_kernel, rows, sigma=sigma, targets=targets, batch_size=batch_size)
         for position, entry in zip(positions, entries, strict=True):
             scored[position] = entry
@@ -131,8 +134,7 @@ def objective_values(
     values = torch.empty(len(subsets), dtype=torch.float64)
     base_max = float(extreme_eigenvalues(base_kernel)[1])
     zero = torch.zeros_like(base_kernel, dtype=torch.float64)
-    for size, positions in by_length(subsets).items():
-        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+    for positions, rows in by_size(subsets):
         for start in range(0, rows.shape[0], batch_size):
             batch = rows[start : start + batch_size]
             kernels = subset_kernels(base_kernel, contributions, batch)

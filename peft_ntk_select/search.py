@@ -43,7 +43,7 @@ import torch
 
 from .errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeError
 from .objectives import Objective, get_objective
-from .scoring import ScoredSubset, by_length, check_sigma, objective_values, score_list
+from .scoring import ScoredSubset, by_size, check_sigma, objective_values, score_list
 from .spaces import BlockProblem, Budget, SearchSpace, is_integer
 from .spectral import extreme_eigenvalues, ritz_lower_bounds
 
@@ -146,8 +146,7 @@ def _lower_bounds(
 ) -> torch.Tensor:
     """``ritz_lower_bounds`` of subsets of any sizes, in their order (m,)."""
     bounds = torch.empty(len(subsets), dtype=torch.float64)
-    for size, positions in by_length(subsets).items():
-        rows = torch.tensor([subsets[p] for p in positions], dtype=torch.long).reshape(len(positions), size)
+    for positions, rows in by_size(subsets):
         bounds[torch.tensor(positions)] = ritz_lower_bounds(base_kernel, contributions, rows)
     return bounds
 

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .objectives import OBJECTIVES
 from .report import format_table
 from .result import SelectionResult
-from .scoring import score_subsets
+from .scoring import objective_values
 
 AXES = ("init", "samples")
 _CHUNK = 1024
@@ -70,17 +71,6 @@ class StabilityReport:
         return {**asdict(self), "mean_tau": self.mean_tau, "min_tau": self.min_tau}
 
 
-def _ratios(result: SelectionResult, subsets: Sequence[tuple[int, ...]]) -> torch.Tensor:
-    """Spectral ratio (m,) float64 of each subset (candidate indices, any sizes) on the result's kernels."""
-    ratios = torch.empty(len(subsets), dtype=torch.float64)
-    for size in sorted({len(subset) for subset in subsets}):
-        positions = [i for i, subset in enumerate(subsets) if len(subset) == size]
-        rows = torch.tensor([subsets[i] for i in positions], dtype=torch.long).reshape(len(positions), size)
-        scored = score_subsets(result.contributions, result.base_kernel, rows, sigma=result.sigma)
-        ratios[positions] = torch.tensor([entry.ratio for entry in scored], dtype=torch.float64)
-    return ratios
-
-
 def compare_runs(
     results: Sequence[SelectionResult],
     seeds: Sequence[int],
@@ -97,7 +87,11 @@ def compare_runs(
     position = {name: i for i, name in enumerate(names)}
     if subsets is None:
         subsets = sorted({tuple(sorted(position[m] for m in entry.modules)) for r in results for entry in r.ranking})
-    scores = [_ratios(result, subsets) for result in results]
+    ratio = OBJECTIVES["min_ratio"]
+    scores = [
+        objective_values(result.contributions, result.base_kernel, subsets, ratio, sigma=result.sigma)
+        for result in results
+    ]
     taus = tuple(kendall_tau(a, b) for a, b in itertools.combinations(scores, 2))
     picks = tuple(r.ranking[0].modules for r in results)
     common = Counter(picks).most_common(1)[0][1]
