@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 from transformers import (
+    AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     DistilBertConfig,
@@ -20,6 +26,8 @@ from transformers import (
     RobertaConfig,
     RobertaForSequenceClassification,
 )
+
+from peft_ntk_select.assets import minilm_path
 
 VOCAB = 24
 PAD = 1
@@ -133,3 +141,25 @@ def model_snapshot(model: torch.nn.Module) -> dict:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return make_batch()
+
+
+def load_script(path: Path) -> ModuleType:
+    """Import a script that is not in a package (benchmarks/...), registered under its file name."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # dataclasses resolve their module while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny BERT classifier with the real MiniLM tokenizer, saved like a hub model."""
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, num_labels=2)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

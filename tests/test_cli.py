@@ -8,11 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from peft import LoraConfig
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from peft_ntk_select.assets import minilm_path
 from peft_ntk_select.cli import build_parser, main
 
 OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
@@ -20,19 +17,6 @@ OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
            "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
            "--base"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny BERT classifier with the real MiniLM tokenizer, saved like a hub model."""
-    folder = tmp_path_factory.mktemp("model")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2)  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from peft import LoraConfig
-from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from peft_ntk_select import SelectionResult, rank_subsets
-from peft_ntk_select.assets import minilm_path
 from peft_ntk_select.candidates import Candidate
 from peft_ntk_select.objectives import OBJECTIVES
 from peft_ntk_select.result import config_with_targets, ranked
@@ -25,28 +23,7 @@ from peft_ntk_select.scoring import objective_values
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_picks.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("compare_picks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_picks"] = module  # dataclasses resolve their module while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
-cp = _load_script()
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny BERT classifier with the real MiniLM tokenizer, saved like a hub model."""
-    folder = tmp_path_factory.mktemp("model")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, num_labels=2)  # fmt: skip
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+cp = load_script(SCRIPT)
 
 
 def tiny_result(layers: int = 4, budget: int = 3) -> SelectionResult:

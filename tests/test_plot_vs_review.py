@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from conftest import load_script
 
 from peft_ntk_select.loading import read_rows
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "plot_vs_review.py"
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("plot_vs_review", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["plot_vs_review"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_rows_are_balanced_distinct_and_seeded(tmp_path):
-    script = _load_script()
+    script = load_script(SCRIPT)
     rows = script.plot_vs_review(seed=0)
     labels = [label for _, label in rows]
     assert labels.count(1) == labels.count(0) > 1000
