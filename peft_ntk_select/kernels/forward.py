@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..errors import InvalidConfigError, KernelComputationError
 
@@ -31,6 +32,25 @@ def frozen_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state = {name: param.detach() for name, param in model.named_parameters()}
     state.update(dict(model.named_buffers()))
     return state
+
+
+def is_dispatched(model: nn.Module) -> bool:
+    """True when accelerate placed hooks on the model (``device_map`` dispatch, ``cpu_offload``, disk offload):
+    its weights may sit on several devices or on ``meta`` until each module runs."""
+    return any(hasattr(module, "_hf_hook") for module in model.modules())
+
+
+def frozen_forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], object]:
+    """``kwargs -> model output`` with the base weights out of autograd.
+
+    A plain model runs under ``functional_call`` with detached weights. A dispatched model is called as is,
+    since accelerate's hooks swap its weights in module by module; its weights then stay in the graph, but
+    the kernels take gradients of the probes only (``autograd.grad``), so nothing is stored on them.
+    """
+    if is_dispatched(model):
+        return lambda kwargs: model(**kwargs)
+    state = frozen_state(model)
+    return lambda kwargs: functional_call(model, state, args=(), kwargs=kwargs)
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -91,9 +111,20 @@ def check_padding_token(model: nn.Module, batch: dict[str, torch.Tensor], token_
         )
 
 
+def execution_device(model: nn.Module) -> torch.device | None:
+    """Where a dispatched model takes its inputs: the execution device of its first module with an accelerate
+    hook (the embeddings); None for a model without such hooks."""
+    for module in model.modules():
+        device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return None
+
+
 def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """dtype of the first floating-point parameter and its device."""
+    """dtype of the first floating-point parameter and the device inputs go to (its device, or accelerate's
+    execution device for a dispatched model)."""
     for param in model.parameters():
         if param.is_floating_point():
-            return param.dtype, param.device
+            return param.dtype, execution_device(model) or param.device
     raise KernelComputationError("the model has no floating-point parameter")

@@ -18,6 +18,7 @@ from .forward import (
     feature_dtype,
     frozen_state,
     is_causal,
+    is_dispatched,
     logits_of,
     model_dtype_device,
     model_inputs,
@@ -40,6 +41,11 @@ def jacobians(
     Each sample runs alone under ``vmap`` with a ready 4D attention mask (padding and causality); decoders
     also get explicit positions, since some (OPT) derive them from a 2D mask.
     """
+    if is_dispatched(model):
+        raise KernelComputationError(
+            "engine='func' cannot trace a model dispatched or offloaded by accelerate (its hooks move weights "
+            "during the forward pass): use engine='hooks', which gives the same kernels"
+        )
     state = frozen_state(model)
     dtype, device = model_dtype_device(model)
     causal = is_causal(model)

@@ -6,10 +6,9 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .forward import feature_dtype, frozen_state, logits_of, model_dtype_device, model_inputs
+from .forward import feature_dtype, frozen_forward, logits_of, model_dtype_device, model_inputs
 from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, features_by_probe, probe_zeros
 
@@ -26,9 +25,10 @@ def jacobians(
     """Per-sample Jacobians of the outputs w.r.t. every probe: {probe name: (n, c, P)}.
 
     Probe tensors carry a sample dimension, so the gradient of sum_i f_a(x_i) w.r.t. probe row i is
-    d f_a(x_i) (samples are independent in eval mode); autograd forms the per-sample einsum.
+    d f_a(x_i) (samples are independent in eval mode); autograd forms the per-sample einsum. Works with
+    models dispatched or offloaded by accelerate.
     """
-    state = frozen_state(model)
+    forward = frozen_forward(model)
     dtype, device = model_dtype_device(model)
     values: dict[str, Tensors] = {}
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in probes}
@@ -40,7 +40,7 @@ def jacobians(
             leaves = [tensor.requires_grad_() for tensors in zeros.values() for tensor in tensors]
             values.clear()
             values.update(zeros)
-            logits = logits_of(functional_call(model, state, args=(), kwargs=model_inputs(chunk)))
+            logits = logits_of(forward(model_inputs(chunk)))
             outputs = sample_outputs(logits, chunk, output)
             count = outputs.shape[1]
             grads = [

@@ -157,7 +157,8 @@ def attached(model: nn.Module, probes: Mapping[str, Probe], values: Mapping[str,
     def make_hook(name: str, probe: Probe):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             tensors = values[name]
-            return output + probe.delta(args[0].to(tensors[0].dtype), tensors).to(output.dtype)
+            x = args[0].to(dtype=tensors[0].dtype, device=tensors[0].device)  # dispatched: module on another device
+            return output + probe.delta(x, tensors).to(dtype=output.dtype, device=output.device)
 
         return hook
 
