@@ -13,6 +13,7 @@ from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
 from . import func, hooks, reference
 from .base import base_probes
+from .distributed import broadcast_kernels, gather_samples, is_main_process, process_group, shard, shards_samples
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
@@ -73,6 +74,11 @@ def compute_kernels(
         memory_budget: bytes, ``expected`` only: bound on the features held per engine pass and on the
             token Gram intermediates (more passes when exceeded).
 
+    Under an initialised ``torch.distributed`` with several processes (``accelerate launch``), the ``lora``
+    kernel's samples are sharded over the ranks and their features gathered (``kernels.distributed``);
+    ``expected`` runs every sample on every rank. Every rank returns rank 0's kernels; progress shows on
+    rank 0 only.
+
     Returns:
         ``(K, S, adapter_init)``: K (n, n) float64, zero when no parameter is trained in every pick;
         S (L, n, n) float64 in candidate order; {candidate name: lora_A (r, in_features)}, the seeded draw
@@ -92,29 +98,50 @@ def compute_kernels(
     check_padding_token(model, batch, is_token_level(model))
     _, device = model_dtype_device(model)
     batch = send_to_device(batch, device)
-    if kernel == "expected":
+    progress = show_progress and is_main_process()
+    if kernel == "expected":  # not sharded: every process computes every sample
         with evaluation_mode(model):
             base_kernel, contributions = expected_kernels(
                 model, batch, candidates, lora_config, base, output, engine=ENGINES[engine],
-                unpadded_inputs=engine == "reference", chunk_size=chunk_size, progress=show_progress,
+                unpadded_inputs=engine == "reference", chunk_size=chunk_size, progress=progress,
                 memory_budget=memory_budget,
             )  # fmt: skip
-        check_finite(base_kernel, contributions, candidates, model)
-        return base_kernel.cpu(), contributions.cpu(), adapter_init
-    lora: dict[str, Probe] = {
-        c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates
-    }
-    with evaluation_mode(model):
-        features = ENGINES[engine](
-            model, batch, {**base, **lora}, output, chunk_size=chunk_size, progress=show_progress
-        )
-    n = batch["input_ids"].shape[0]
-    base_kernel = torch.zeros(n, n, dtype=torch.float64, device=device)
-    for name in base:
-        base_kernel += gram(features[name])
-    contributions = torch.stack([gram(features[c.name]) for c in candidates])
+    else:
+        lora: dict[str, Probe] = {c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name),
+                                                    c.out_features) for c in candidates}  # fmt: skip
+        base_kernel, contributions = lora_kernels(model, batch, base, lora, engine, output, chunk_size, progress)
+    broadcast_kernels(base_kernel, contributions)
     check_finite(base_kernel, contributions, candidates, model)
     return base_kernel.cpu(), contributions.cpu(), adapter_init
+
+
+def lora_kernels(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    base: dict[str, Probe],
+    lora: dict[str, Probe],
+    engine: str,
+    output: str,
+    chunk_size: int,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """K (n, n) from the ``base`` probes and S (L, n, n) from the ``lora`` probes (in their order), float64.
+
+    Under several processes each rank runs the engine on its shard of the samples and the features are
+    gathered, so every rank forms the kernels of all n samples.
+    """
+    n = batch["input_ids"].shape[0]
+    rank, world = process_group()
+    sharded = shards_samples(n, world)
+    mine = {key: value[shard(n, rank, world)] for key, value in batch.items()} if sharded else batch
+    with evaluation_mode(model):
+        features = ENGINES[engine](model, mine, {**base, **lora}, output, chunk_size=chunk_size, progress=progress)
+    if sharded:
+        features = gather_samples(features, n)
+    base_kernel = torch.zeros(n, n, dtype=torch.float64, device=batch["input_ids"].device)
+    for name in base:
+        base_kernel += gram(features[name])
+    return base_kernel, torch.stack([gram(features[name]) for name in lora])
 
 
 def check_finite(
