@@ -90,6 +90,7 @@ class SelectionResult:
         base: ``head`` (K = the kernel of the parameters trained in every pick) or ``none`` (K = 0).
         head: ``init`` or ``probe``; head_fit: for ``probe``, the fitted layer, its accuracy on the
             samples and its weight norm before and after (``HeadFit.summary``).
+        memory_plan: how the kernel pass was cut to fit its memory cap (``memory.MemoryPlan.summary``).
     """
 
     candidates: list[Candidate]
@@ -113,6 +114,7 @@ class SelectionResult:
     kernel: str = "lora"
     objective: str = "min_ratio"
     base: str = "head"
+    memory_plan: dict[str, Any] | None = None
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
         """Spectral ratio, spectrum, risk and objective score of any set of candidates (e.g. PEFT's default)."""
@@ -190,6 +192,7 @@ class SelectionResult:
             "kernel": self.kernel,
             "objective": self.objective,
             "base": self.base,
+            "memory_plan": self.memory_plan,
         }
 
     @classmethod
@@ -225,6 +228,7 @@ class SelectionResult:
                 kernel=data.get("kernel", "lora"),
                 objective=data.get("objective", "min_ratio"),
                 base=data.get("base", "head"),
+                memory_plan=data.get("memory_plan"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err

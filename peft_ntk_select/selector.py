@@ -17,8 +17,10 @@ from .head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import validate_engine, validate_kernel
+from .kernels.forward import model_dtype_device
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
+from .memory import FEATURE_SHARE, MemoryPlan, default_max_memory, parse_memory, plan_memory
 from .objectives import OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
 from .scoring import check_sigma
@@ -157,8 +159,11 @@ class NTKSelector:
         output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
         device: where to compute (the model is moved there and back); None: where the model is.
+        max_memory: cap on what the kernel pass adds beyond the model's weights, in bytes or as "8GB";
+            samples per forward pass and candidates per pass are planned to stay under it (``memory``; the
+            plan is logged and kept in ``result.memory_plan``). None: a safe fraction of the free memory.
         show_progress: tqdm progress bars.
-        chunk_size: samples per forward pass.
+        chunk_size: the most samples per forward pass (fewer when ``max_memory`` requires).
         max_subsets: largest space searched exhaustively.
         head: ``init`` (the head as it is: a new head's random init) or ``probe`` (LP-FT: fit the head's
             output layer by linear probing on the samples first, see ``peft_ntk_select.head``; needs labels).
@@ -197,6 +202,7 @@ class NTKSelector:
         objective: str = "min_ratio",
         base: str = "head",
         dtype: torch.dtype | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         validate_lora_config(lora_config)
         validate_engine(engine)
@@ -243,6 +249,7 @@ class NTKSelector:
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise InvalidConfigError(f"dtype={dtype!r}: pass a floating-point torch dtype, e.g. torch.float32, or None")
         self.dtype = dtype
+        self.max_memory = None if max_memory is None else parse_memory(max_memory)
 
     def select(self, data: Any) -> SelectionResult:
         """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
@@ -302,6 +309,7 @@ class NTKSelector:
         ):
             fit = self._fit_head(batch)
             with swapped_parameters(self.model, None if fit is None else fit.values()):
+                plan = self._plan_memory(batch)
                 base_kernel, contributions, adapter_init = compute_kernels(
                     self.model,
                     batch,
@@ -310,9 +318,11 @@ class NTKSelector:
                     engine=self.engine,
                     output=self.output,
                     seed=init_seed,
-                    chunk_size=self.chunk_size,
+                    chunk_size=plan.chunk_size,
                     show_progress=self.show_progress,
                     kernel=kernel,
+                    memory_budget=max(1, int(FEATURE_SHARE * plan.max_memory) // 2),
+                    candidate_passes=plan.passes,
                 )
         if self.base == "none":
             base_kernel = torch.zeros_like(base_kernel)
@@ -345,7 +355,16 @@ class NTKSelector:
             kernel=kernel,
             objective=self.objective,
             base=self.base,
+            memory_plan=plan.summary(),
         )
+
+    def _plan_memory(self, batch: dict[str, torch.Tensor]) -> MemoryPlan:
+        """The chunk plan under ``max_memory`` (default: a fraction of the device's free memory), logged."""
+        cap = self.max_memory or default_max_memory(model_dtype_device(self.model)[1])
+        plan = plan_memory(self.model, batch, self.candidates, self.lora_config, self.output, max_memory=cap,
+                           chunk_size=self.chunk_size)  # fmt: skip
+        logger.info("memory plan: %s", plan.describe())
+        return plan
 
     def _fit_head(self, batch: dict[str, torch.Tensor]) -> HeadFit | None:
         """The linear-probe head for ``head="probe"``, else None."""

@@ -56,6 +56,7 @@ def compute_kernels(
     show_progress: bool = False,
     kernel: str = "lora",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    candidate_passes: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """NTK of the base parameters and of each candidate's LoRA at init, on one padded batch.
 
@@ -73,6 +74,8 @@ def compute_kernels(
             that picks one per candidate, logged at debug level). K is the same for both.
         memory_budget: bytes, ``expected`` only: bound on the features held per engine pass and on the
             token Gram intermediates (more passes when exceeded).
+        candidate_passes: ``lora`` only: candidate indices per engine pass, so that one pass's features are
+            held at a time (``memory.plan_memory`` makes them); None: one pass.
 
     Under an initialised ``torch.distributed`` with several processes (``accelerate launch``), the ``lora``
     kernel's samples are sharded over the ranks and their features gathered (``kernels.distributed``);
@@ -109,7 +112,8 @@ def compute_kernels(
     else:
         lora: dict[str, Probe] = {c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name),
                                                     c.out_features) for c in candidates}  # fmt: skip
-        base_kernel, contributions = lora_kernels(model, batch, base, lora, engine, output, chunk_size, progress)
+        base_kernel, contributions = lora_kernels(model, batch, base, lora, engine, output, chunk_size, progress,
+                                                  candidate_passes)  # fmt: skip
     broadcast_kernels(base_kernel, contributions)
     check_finite(base_kernel, contributions, candidates, model)
     return base_kernel.cpu(), contributions.cpu(), adapter_init
@@ -124,24 +128,33 @@ def lora_kernels(
     output: str,
     chunk_size: int,
     progress: bool,
+    candidate_passes: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """K (n, n) from the ``base`` probes and S (L, n, n) from the ``lora`` probes (in their order), float64.
 
-    Under several processes each rank runs the engine on its shard of the samples and the features are
-    gathered, so every rank forms the kernels of all n samples.
+    ``candidate_passes``: indices into ``lora`` per engine pass (the base probes ride with the first), so that
+    only one pass's features are held at a time; None: one pass. Under several processes each rank runs the
+    engine on its shard of the samples and the features are gathered, so every rank forms all n x n kernels.
     """
     n = batch["input_ids"].shape[0]
     rank, world = process_group()
     sharded = shards_samples(n, world)
     mine = {key: value[shard(n, rank, world)] for key, value in batch.items()} if sharded else batch
-    with evaluation_mode(model):
-        features = ENGINES[engine](model, mine, {**base, **lora}, output, chunk_size=chunk_size, progress=progress)
-    if sharded:
-        features = gather_samples(features, n)
+    names = list(lora)
     base_kernel = torch.zeros(n, n, dtype=torch.float64, device=batch["input_ids"].device)
-    for name in base:
-        base_kernel += gram(features[name])
-    return base_kernel, torch.stack([gram(features[name]) for name in lora])
+    contributions = torch.zeros(len(names), n, n, dtype=torch.float64, device=base_kernel.device)
+    for number, group in enumerate(candidate_passes or [range(len(names))]):
+        probes = {**(base if number == 0 else {}), **{names[i]: lora[names[i]] for i in group}}
+        with evaluation_mode(model):
+            features = ENGINES[engine](model, mine, probes, output, chunk_size=chunk_size, progress=progress)
+        if sharded:
+            features = gather_samples(features, n)
+        if number == 0:
+            for name in base:
+                base_kernel += gram(features.pop(name))
+        for i in group:
+            contributions[i] = gram(features.pop(names[i]))
+    return base_kernel, contributions
 
 
 def check_finite(
