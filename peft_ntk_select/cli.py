@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--r", type=int, default=8, help="LoRA rank")
     select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")
     select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength sigma")
-    select.add_argument("--engine", choices=sorted(ENGINES), default="func", help="kernel engine")
+    select.add_argument("--engine", choices=["auto", *sorted(ENGINES)], default="auto",
+                        help="kernel engine (auto: func, or hooks where torch.func cannot trace it)")  # fmt: skip
     select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
     select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
     select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")

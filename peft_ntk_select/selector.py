@@ -16,7 +16,7 @@ from .errors import InvalidConfigError
 from .head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
 from .inputs import prepare_samples
 from .kernels import compute_kernels
-from .kernels.compute import validate_engine, validate_kernel
+from .kernels.compute import resolve_engine, validate_engine, validate_kernel
 from .kernels.forward import model_dtype_device
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
@@ -155,7 +155,9 @@ class NTKSelector:
         base: ``head`` (K = kernel of the parameters trained in every pick, the new head) or ``none`` (K = 0).
         dtype: compute the kernels with the model cast to this dtype (e.g. ``torch.float32`` for a half-precision
             model that overflows); the model's own tensors are put back afterwards. None: the model's dtype.
-        engine: ``func`` (torch.func), ``hooks`` (batched with hooks) or ``reference`` (per-sample loop).
+        engine: ``func`` (torch.func), ``hooks`` (batched with hooks), ``reference`` (per-sample loop), or
+            ``auto``: ``func``, unless torch.func cannot trace the model (dispatched by accelerate, gradient
+            checkpointing's input hooks), then ``hooks``; the same kernels either way.
         output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
         device: where to compute (the model is moved there and back); None: where the model is.
@@ -187,7 +189,7 @@ class NTKSelector:
         n_samples: int = 32,
         sigma: float = 1e-4,
         seed: int = 0,
-        engine: str = "func",
+        engine: str = "auto",
         output: str | None = None,
         kinds: Iterable[str] | None = None,
         layers: Iterable[int] | None = None,
@@ -205,7 +207,7 @@ class NTKSelector:
         max_memory: int | str | None = None,
     ) -> None:
         validate_lora_config(lora_config)
-        validate_engine(engine)
+        validate_engine(engine, allow_auto=True)
         validate_kernel(kernel)
         if output is not None and output not in OUTPUT_MODES:
             raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
@@ -297,9 +299,10 @@ class NTKSelector:
         """``select`` with explicit seeds; ``head_seed``: redraw the head with it first (None: keep it)."""
         pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
         batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=seed, pad_token_id=pad_token_id)
+        engine = resolve_engine(self.engine, self.model)
         logger.info(
             "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s, kernel=%s",
-            len(self.candidates), len(indices), batch["input_ids"].shape[1], self.engine, self.output, kernel,
+            len(self.candidates), len(indices), batch["input_ids"].shape[1], engine, self.output, kernel,
         )  # fmt: skip
         new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
         with (
@@ -315,7 +318,7 @@ class NTKSelector:
                     batch,
                     self.candidates,
                     self.lora_config,
-                    engine=self.engine,
+                    engine=engine,
                     output=self.output,
                     seed=init_seed,
                     chunk_size=plan.chunk_size,
@@ -343,7 +346,7 @@ class NTKSelector:
             sigma=self.sigma,
             seed=seed,
             sample_indices=indices,
-            engine=self.engine,
+            engine=engine,
             output=self.output,
             budget=self.budget,
             targets=targets,

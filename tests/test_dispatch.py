@@ -88,6 +88,13 @@ def test_offloaded_model_keeps_its_hooks_and_meta_weights():
     assert all(not p.requires_grad or p.grad is None for p in moved.parameters())
 
 
-def test_func_engine_names_the_fix_for_a_dispatched_model():
+def test_func_engine_names_the_fix_for_a_dispatched_model_and_auto_picks_hooks(caplog):
+    model = make_model("bert")
     with pytest.raises(KernelComputationError, match="engine='hooks'"):
-        kernels(offloaded(make_model("bert")), "func")
+        kernels(offloaded(model), "func")
+    with caplog.at_level("INFO", logger="peft_ntk_select"):
+        result = NTKSelector(offloaded(model), CONFIG, budget=2, n_samples=5, show_progress=False).select(make_batch())
+    assert result.engine == "hooks" and "engine='auto' uses 'hooks': the model is dispatched" in caplog.text
+    plain = NTKSelector(model, CONFIG, budget=2, n_samples=5, show_progress=False).select(make_batch())
+    assert plain.engine == "func"
+    torch.testing.assert_close(result.contributions, plain.contributions, rtol=1e-10, atol=1e-14)

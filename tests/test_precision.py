@@ -61,4 +61,6 @@ def test_gradient_checkpointing_models_work_with_hooks_and_get_a_clear_error_fro
     assert torch.allclose(kernels["hooks"], kernels["reference"], rtol=1e-8, atol=1e-300)
     with pytest.raises(KernelComputationError, match="engine='hooks'"):
         NTKSelector(model, CONFIG, budget=1, engine="func", show_progress=False).select(batch)
-    assert model_snapshot(model) == before and model.is_gradient_checkpointing
+    auto = NTKSelector(model, CONFIG, budget=1, show_progress=False).select(batch)  # the default engine: auto
+    assert auto.engine == "hooks" and torch.equal(auto.contributions, kernels["hooks"])
+    assert model_snapshot(model) == before and model.is_activation_checkpointing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,19 +16,33 @@ from . import func, hooks, reference
 from .base import base_probes
 from .distributed import broadcast_kernels, gather_samples, is_main_process, process_group, shard, shards_samples
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
-from .forward import check_padding_token, evaluation_mode, model_dtype_device
+from .forward import check_padding_token, evaluation_mode, model_dtype_device, untraceable_reason
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
 from .probes import LoraProbe, Probe, gram
+
+logger = logging.getLogger(__name__)
 
 Engine = Callable[..., dict[str, torch.Tensor]]
 ENGINES: dict[str, Engine] = {"func": func.jacobians, "hooks": hooks.jacobians, "reference": reference.jacobians}
 KERNELS = ("lora", "expected")
 
 
-def validate_engine(engine: str) -> None:
-    if engine not in ENGINES:
-        raise InvalidConfigError(f"unknown engine {engine!r}: choose one of {sorted(ENGINES)}")
+def validate_engine(engine: str, *, allow_auto: bool = False) -> None:
+    choices = ["auto", *sorted(ENGINES)] if allow_auto else sorted(ENGINES)
+    if engine not in choices:
+        raise InvalidConfigError(f"unknown engine {engine!r}: choose one of {choices}")
+
+
+def resolve_engine(engine: str, model: nn.Module) -> str:
+    """``auto`` -> ``func``, or ``hooks`` when torch.func cannot trace the model (logged); others unchanged."""
+    if engine != "auto":
+        return engine
+    reason = untraceable_reason(model)
+    if reason is None:
+        return "func"
+    logger.info("engine='auto' uses 'hooks': %s", reason)
+    return "hooks"
 
 
 def validate_kernel(kernel: str) -> None:

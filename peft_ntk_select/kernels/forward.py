@@ -40,6 +40,17 @@ def is_dispatched(model: nn.Module) -> bool:
     return any(hasattr(module, "_hf_hook") for module in model.modules())
 
 
+def untraceable_reason(model: nn.Module) -> str | None:
+    """Why ``torch.func`` cannot trace the model (None when it can): accelerate's dispatch hooks move weights
+    during the forward pass, and transformers' input require-grads hooks (gradient checkpointing,
+    ``enable_input_require_grads``) call ``requires_grad_`` inside the transform."""
+    if is_dispatched(model):
+        return "the model is dispatched or offloaded by accelerate"
+    if getattr(model, "_require_grads_hooks", None) or hasattr(model, "_require_grads_hook"):
+        return "the model has input require-grads hooks (gradient checkpointing or enable_input_require_grads)"
+    return None
+
+
 def frozen_forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], object]:
     """``kwargs -> model output`` with the base weights out of autograd.
 
