@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--linearity", action="store_true", help="also run the linearity check (Algorithm 1) with "
                         "its default radii and 3 models per radius")  # fmt: skip
     select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
+    select.add_argument("--max-memory", default=None, help="cap on the memory the kernel pass adds, e.g. 8GB "
+                        "(default: half the available RAM, 80%% of free GPU memory)")  # fmt: skip
     select.add_argument("--top", type=int, default=10, help="ranked subsets shown (an exhaustive search ranks all "
                         "of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
     select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
@@ -259,7 +261,7 @@ def run_select(args: argparse.Namespace) -> None:
         kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
         n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
         kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
-        head=args.head, objective=args.objective, base=args.base,
+        head=args.head, objective=args.objective, base=args.base, max_memory=args.max_memory,
     )  # fmt: skip
     result = selector.select(data)
     seeds = range(args.stability)

@@ -16,7 +16,7 @@ OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
            "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
-           "--base"]  # fmt: skip
+           "--base", "--max-memory"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,8 @@ def test_table_output_prints_the_stability_table_and_the_linearity_curve(capsys,
         (["--label-column", "stars"], "column 'stars' not in the data"),
         (["--budget", 0], "budget=0 must be an integer"),
         (["--n-samples", 1], "n_samples=1 must be an integer >= 2"),
+        (["--max-memory", "lots"], "max_memory='lots': pass a positive number of bytes"),
+        (["--max-memory", "1kB"], "max_memory=1000 bytes cannot hold the kernel pass of one sample"),
         (["--data", "missing.csv"], "does not exist"),
     ],
 )
