@@ -14,7 +14,7 @@ from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
 from . import func, hooks, reference
 from .base import base_probes
-from .distributed import broadcast_kernels, gather_samples, is_main_process, process_group, shard, shards_samples
+from .distributed import broadcast_kernels, is_main_process, sharded
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device, untraceable_reason
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
@@ -92,10 +92,9 @@ def compute_kernels(
         candidate_passes: ``lora`` only: candidate indices per engine pass, so that one pass's features are
             held at a time (``memory.plan_memory`` makes them); None: one pass.
 
-    Under an initialised ``torch.distributed`` with several processes (``accelerate launch``), the ``lora``
-    kernel's samples are sharded over the ranks and their features gathered (``kernels.distributed``);
-    ``expected`` runs every sample on every rank. Every rank returns rank 0's kernels; progress shows on
-    rank 0 only.
+    Under an initialised ``torch.distributed`` with several processes (``accelerate launch``), the samples
+    of every engine pass are sharded over the ranks and their features gathered (``kernels.distributed``);
+    every rank returns rank 0's kernels; progress shows on rank 0 only.
 
     Returns:
         ``(K, S, adapter_init)``: K (n, n) float64, zero when no parameter is trained in every pick;
@@ -117,10 +116,10 @@ def compute_kernels(
     _, device = model_dtype_device(model)
     batch = send_to_device(batch, device)
     progress = show_progress and is_main_process()
-    if kernel == "expected":  # not sharded: every process computes every sample
+    if kernel == "expected":
         with evaluation_mode(model):
             base_kernel, contributions = expected_kernels(
-                model, batch, candidates, lora_config, base, output, engine=ENGINES[engine],
+                model, batch, candidates, lora_config, base, output, engine=sharded(ENGINES[engine]),
                 unpadded_inputs=engine == "reference", chunk_size=chunk_size, progress=progress,
                 memory_budget=memory_budget,
             )  # fmt: skip
@@ -152,18 +151,14 @@ def lora_kernels(
     engine on its shard of the samples and the features are gathered, so every rank forms all n x n kernels.
     """
     n = batch["input_ids"].shape[0]
-    rank, world = process_group()
-    sharded = shards_samples(n, world)
-    mine = {key: value[shard(n, rank, world)] for key, value in batch.items()} if sharded else batch
+    run = sharded(ENGINES[engine])
     names = list(lora)
     base_kernel = torch.zeros(n, n, dtype=torch.float64, device=batch["input_ids"].device)
     contributions = torch.zeros(len(names), n, n, dtype=torch.float64, device=base_kernel.device)
     for number, group in enumerate(candidate_passes or [range(len(names))]):
         probes = {**(base if number == 0 else {}), **{names[i]: lora[names[i]] for i in group}}
         with evaluation_mode(model):
-            features = ENGINES[engine](model, mine, probes, output, chunk_size=chunk_size, progress=progress)
-        if sharded:
-            features = gather_samples(features, n)
+            features = run(model, batch, probes, output, chunk_size=chunk_size, progress=progress)
         if number == 0:
             for name in base:
                 base_kernel += gram(features.pop(name))

@@ -1,7 +1,7 @@
 """Several processes (``accelerate launch``, ``torchrun``): each computes the features of its shard of samples.
 
 When ``torch.distributed`` is initialised with more than one process, the n samples are cut into contiguous
-shards, one per rank; every rank runs the engine on its shard, the per-sample features are gathered
+shards, one per rank; every rank runs the engine (``sharded``) on its shard, the per-sample features are gathered
 (``all_gather``) so that every rank forms the same (n, n) kernels, and rank 0's kernels are broadcast so
 that all ranks rank subsets on bit-identical numbers. With one process nothing changes.
 """
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def process_group() -> tuple[int, int]:
@@ -63,6 +66,21 @@ def gather_samples(features: dict[str, torch.Tensor], n: int) -> dict[str, torch
         counts = [shard(n, r, world).stop - shard(n, r, world).start for r in range(world)]
         gathered[name] = torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
     return gathered
+
+
+def sharded(engine: Callable[..., dict[str, torch.Tensor]]) -> Callable[..., dict[str, torch.Tensor]]:
+    """``engine`` run on this rank's shard of the samples, its features gathered from every rank; the engine
+    itself when the samples are not sharded (one process, or fewer samples than ranks need)."""
+
+    def run(model: nn.Module, batch: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        n = batch["input_ids"].shape[0]
+        rank, world = process_group()
+        if not shards_samples(n, world):
+            return engine(model, batch, *args, **kwargs)
+        mine = {key: value[shard(n, rank, world)] for key, value in batch.items()}
+        return gather_samples(engine(model, mine, *args, **kwargs), n)
+
+    return run
 
 
 def broadcast_kernels(*kernels: torch.Tensor) -> None:
