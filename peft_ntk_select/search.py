@@ -19,7 +19,13 @@ Methods:
   without it. Candidates are searched in order of lambda_max(K + S_l); a greedy pass gives the first
   incumbents; children are screened with the parent's bound, then the survivors are solved in one
   batched ``eigh``. ``top=None`` asks for the whole ranking, which only enumeration gives: it runs
-  ``"exhaustive"``.
+  ``"exhaustive"``. For the objectives that maximise a top eigenvalue (``max_ratio``: of K + S_C;
+  ``max_lambda_max``: of S_C), a best-first branch and bound with UPPER bounds: for a partial subset with
+  kernel A (top eigenpair l1, u; second eigenvalue l2) and any completion Q, in the basis (u, u-perp)
+  lambda_max(A + S_Q) <= lambda_max([[l1 + u^T S_Q u, |P S_Q u|], [|P S_Q u|, l2 + lambda_max(S_Q)]]),
+  each entry bounded by the largest per-candidate terms, and by Weyl, l1 + sum lambda_max(S_j). When the
+  head's kernel dominates, the off-diagonal term is second order and the bound nearly tight.
+  ``BRANCH_AND_BOUND`` names the objectives with bounds; the others enumerate or use greedy/beam.
 - ``"greedy"`` / ``"beam"``: keep the best ``beam_width`` (greedy: 1) partial subsets per size. Their
   certificate carries a lower bound on the optimum valid over the whole space (the larger of the
   Rayleigh bound at K's top eigenvector and the Weyl bound from lambda_max(K + S_l)), so the gap left
@@ -45,7 +51,7 @@ from .errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeEr
 from .objectives import Objective, get_objective
 from .scoring import ScoredSubset, by_size, check_sigma, objective_values, score_list
 from .spaces import BlockProblem, Budget, SearchSpace, is_integer
-from .spectral import extreme_eigenvalues, ritz_lower_bounds
+from .spectral import extreme_eigenvalues, ritz_lower_bounds, spectral_ratio, subset_kernels
 
 DEFAULT_MAX_SUBSETS = 200_000
 DEFAULT_MAX_NODES = 100_000
@@ -54,6 +60,9 @@ METHODS = ("exact", "exhaustive", "greedy", "beam")
 
 # Relative slack on lambda_max: near-ties within it are never pruned, so rounding cannot change the ranking.
 _SLACK = 1e-9
+# Objectives with branch and bound: min_ratio (Rayleigh lower bounds) and the two that maximise a top
+# eigenvalue (Weyl upper bounds), of K + S_C (max_ratio) or of S_C alone (max_lambda_max).
+BRANCH_AND_BOUND = ("min_ratio", "max_ratio", "max_lambda_max")
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,9 @@ class Certificate:
     ``evaluated``: subset kernels whose spectrum was computed; ``space_size``: admissible subsets;
     ``stopped``: ``"max_nodes"`` or ``"time_limit"`` when branch and bound ran out, else None.
     ``objective``: what the ranking is ordered by; ``lower_bound`` and ``gap`` are bounds on the ratio
-    for ``"min_ratio"`` only, nan for the other objectives (which have no bounds).
+    for ``"min_ratio"``. For ``"max_ratio"`` and ``"max_lambda_max"``, ``lower_bound`` is nan and ``gap`` is
+    how much larger (in the objective's units) the best subset not yet ruled out could score; nan for the
+    objectives without bounds.
     """
 
     method: str
@@ -421,6 +432,148 @@ class _BranchAndBound:
                 heapq.heappush(self.heap, (bound, next(self.sequence), index, *child))
 
 
+def _largest_sums(values: torch.Tensor, allowed: torch.Tensor, count: int) -> torch.Tensor:
+    """Per row of ``allowed`` (C, B), the sum of the ``count`` largest allowed ``values`` (B,) or (C, B), >= 0."""
+    if count <= 0:
+        return torch.zeros(allowed.shape[0], dtype=torch.float64)
+    masked = values.clamp(min=0.0).expand(allowed.shape[0], -1).masked_fill(~allowed, 0.0)
+    return masked.topk(min(count, allowed.shape[1]), dim=1).values.sum(1)
+
+
+def _completion_upper_bounds(
+    eigenvalues: torch.Tensor, vectors: torch.Tensor, problem: _Problem, tops: torch.Tensor, allowed: torch.Tensor,
+    count: int,
+) -> torch.Tensor:  # fmt: skip
+    """Upper bounds on lambda_max(A + S_Q) for partial kernels A (eigenvalues (C, n), top eigenvectors u (C, n))
+    and any Q of at most ``count`` allowed blocks (C, B).
+
+    In the basis (u, u-perp), A + S_Q = [[l1 + u^T S u, c^T], [c, D]] with c = P S u and D <= l2 + lambda_max(S)
+    (P: projector off u), so lambda_max <= that of the 2 x 2 matrix [[a, |c|], [|c|, d]] with each entry
+    bounded by the ``count`` largest per-block terms: a <= l1 + sum u^T G_b u, |c| <= sum |P G_b u|,
+    d <= l2 + sum lambda_max(G_b). Nearly tight when A's top eigenvalue stands out (the head's kernel
+    dominates); never worse than Weyl's l1 + sum lambda_max(G_b), which is also applied.
+    """
+    forms = _quadratic_forms(vectors, problem.flat).clamp(min=0.0)  # (C, B)
+    images = torch.einsum("bij,cj->cbi", problem.kernels, vectors)  # G_b u (C, B, n)
+    off = (images.pow(2).sum(-1) - forms.pow(2)).clamp(min=0.0).sqrt()
+    first, second = eigenvalues[:, -1], eigenvalues[:, -2] if eigenvalues.shape[1] > 1 else eigenvalues[:, -1]
+    spread = _largest_sums(tops, allowed, count)
+    a = first + _largest_sums(forms, allowed, count)
+    c = _largest_sums(off, allowed, count)
+    d = second + spread
+    two_by_two = 0.5 * (a + d) + torch.sqrt((0.5 * (a - d)).pow(2) + c.pow(2))
+    return torch.minimum(two_by_two, first + spread)
+
+
+class _MaxBranchAndBound:
+    """Best-first branch and bound for the LARGEST lambda_max(K + S_C) (K = 0 for ``max_lambda_max``).
+
+    A node's completions are bounded by ``_completion_upper_bounds`` (a 2 x 2 reduction along the node's
+    top eigenvector, and Weyl). ``pool`` holds -lambda_max, so the minimising ``_Pool`` keeps the largest.
+    """
+
+    def __init__(self, problems: list[_Problem], base_kernel: torch.Tensor, pool: _Pool) -> None:
+        self.problems, self.base_kernel, self.pool = problems, base_kernel, pool
+        self.nodes = self.evaluated = 0
+        self.sequence = itertools.count()
+        self.tops = [extreme_eigenvalues(p.kernels)[1].clamp(min=0.0) if p.blocks else None for p in problems]
+        eigenvalues, eigenvectors = torch.linalg.eigh(base_kernel)
+        self.heap = []
+        for index, problem in enumerate(problems):
+            if problem.blocks:
+                everything = torch.ones(1, len(problem.blocks), dtype=torch.bool)
+                bound = _completion_upper_bounds(eigenvalues[None], eigenvectors[None, :, -1], problem,
+                                                 self.tops[index], everything, problem.max_blocks)  # fmt: skip
+                self.heap.append((-float(bound[0]), next(self.sequence), index, (), 0.0))
+        heapq.heapify(self.heap)
+
+    def run(self, max_nodes: int | None, time_limit: float | None, started: float) -> tuple[str | None, float]:
+        """Search until done or a limit; returns (why it stopped early or None, largest open upper bound)."""
+        while self.heap:
+            if self.heap[0][0] > self.pool.threshold():
+                break
+            if max_nodes is not None and self.nodes >= max_nodes:
+                return "max_nodes", -self.heap[0][0]
+            if time_limit is not None and time.perf_counter() - started >= time_limit:
+                return "time_limit", -self.heap[0][0]
+            self.nodes += 1
+            self._expand(*heapq.heappop(self.heap)[2:])
+        return None, -math.inf
+
+    def _expand(self, index: int, chosen: tuple[int, ...], weight: float) -> None:
+        problem, pool = self.problems[index], self.pool
+        num_blocks = len(problem.blocks)
+        size = len(chosen) + 1
+        need = max(problem.min_blocks - size, 0)
+        positions = torch.arange(chosen[-1] + 1 if chosen else 0, num_blocks)
+        room = problem.capacity - weight
+        positions = positions[(problem.weights[positions] <= room) & (num_blocks - 1 - positions >= need)]
+        if positions.numel() == 0:
+            return
+        partial = self.base_kernel + problem.kernels[list(chosen)].sum(0) if chosen else self.base_kernel
+        eigenvalues, eigenvectors = torch.linalg.eigh(partial + problem.kernels[positions])
+        self.evaluated += len(positions)
+        if size >= problem.min_blocks:
+            for b, child_value in zip(positions.tolist(), eigenvalues[:, -1].tolist(), strict=True):
+                subset = _union(problem, (*chosen, b))
+                if subset:  # a structured block may hold no candidate
+                    pool.add(-child_value, subset)
+        if size >= problem.max_blocks:
+            return
+        later = torch.arange(num_blocks)[None, :] > positions[:, None]
+        allowed = later & (problem.weights[None, :] <= room - problem.weights[positions][:, None])
+        bounds = _completion_upper_bounds(eigenvalues, eigenvectors[:, :, -1], problem, self.tops[index], allowed,
+                                          problem.max_blocks - size)  # fmt: skip
+        limit = pool.threshold()
+        for b, bound, open_ in zip(positions.tolist(), bounds.tolist(), allowed.any(1).tolist(), strict=True):
+            if open_ and -bound <= limit:
+                heapq.heappush(self.heap, (-bound, next(self.sequence), index, (*chosen, b),
+                                           weight + float(problem.weights[b])))  # fmt: skip
+
+
+def _search_max(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    space: SearchSpace,
+    objective: Objective,
+    sigma: float,
+    top: int,
+    targets: torch.Tensor | None,
+    limits: tuple[int | None, float | None, float],
+    batch_size: int,
+) -> tuple[tuple[ScoredSubset, ...], Certificate]:
+    """Exact top ``top`` of ``max_ratio`` (lambda_max of K + S_C) or ``max_lambda_max`` (of S_C alone) by
+    ``_MaxBranchAndBound``, started from the greedy picks; ranked and scored like every other objective."""
+    num_candidates = parts.shape[0]
+    kernel_base = _symmetric(base) if objective.name == "max_ratio" else torch.zeros_like(base)
+    problems = [_prepare(problem, _symmetric(parts), kernel_base) for problem in space.blocks(num_candidates)]
+    pool = _Pool(top)
+    seeds, nodes = _objective_beam(parts, base, space, objective, sigma, targets, 1, batch_size)
+    for positions, rows in by_size(seeds):
+        tops = extreme_eigenvalues(subset_kernels(kernel_base, parts, rows))[1].tolist()
+        for position, value in zip(positions, tops, strict=True):
+            pool.add(-value, seeds[position])
+    search = _MaxBranchAndBound(problems, kernel_base, pool)
+    stopped, open_top = search.run(*limits)
+    shortlist = pool.subsets()
+    values = objective_values(parts, base, shortlist, objective, sigma=sigma, targets=targets, batch_size=batch_size)
+    keys = objective.key(values).tolist()
+    order = sorted(range(len(shortlist)), key=lambda i: (keys[i], shortlist[i]))[:top]
+    scored = score_list(parts, base, [shortlist[i] for i in order], sigma, targets, batch_size)
+    ranking = tuple(replace(entry, score=float(values[i])) for entry, i in zip(scored, order, strict=True))
+    best = ranking[0].score if ranking else -math.inf
+    bound = open_top if objective.name == "max_lambda_max" else spectral_ratio(
+        torch.tensor(open_top), float(extreme_eigenvalues(base)[1]), sigma).item()  # fmt: skip
+    certificate = Certificate(
+        method="exact", optimal=stopped is None, best_ratio=ranking[0].ratio if ranking else math.inf,
+        lower_bound=math.nan, gap=0.0 if stopped is None else max(bound - best, 0.0),
+        certified=len(ranking) if stopped is None else sum(1 for e in ranking if e.score >= bound),
+        nodes=nodes + search.nodes, evaluated=len(seeds) + search.evaluated, space_size=space.size(num_candidates),
+        stopped=stopped, objective=objective.name,
+    )  # fmt: skip
+    return ranking, certificate
+
+
 def _check_inputs(contributions: torch.Tensor, base_kernel: torch.Tensor) -> None:
     shape = tuple(contributions.shape)
     if len(shape) != 3 or shape[1] != shape[2] or tuple(base_kernel.shape) != shape[1:]:
@@ -494,8 +647,9 @@ def rank_subsets(
         max_subsets: refuse exhaustive enumeration beyond this many subsets.
         batch_size: subset kernels per batched eigensolve when enumerating.
         objective: what to rank by (``peft_ntk_select.objectives.OBJECTIVES``); ``"min_ratio"`` is
-            Algorithm 2 and the only one with branch and bound: the others are ranked by enumerating
-            the space (``"exact"``/``"exhaustive"``, up to ``max_subsets``) or by ``"greedy"``/``"beam"``.
+            Algorithm 2. ``"exact"`` runs branch and bound for ``BRANCH_AND_BOUND`` (``min_ratio``,
+            ``max_ratio``, ``max_lambda_max``); the others are ranked by enumerating the space
+            (``"exact"``/``"exhaustive"``, up to ``max_subsets``) or by ``"greedy"``/``"beam"``.
 
     Returns:
         ``SearchResult(ranking, certificate)``; it is also a sequence of the ranking, so
@@ -510,6 +664,10 @@ def rank_subsets(
     base, parts = base_kernel.double(), contributions.double()
     top = None if top is None else operator.index(top)
     chosen = get_objective(objective, targets is not None)
+    if chosen.name in BRANCH_AND_BOUND[1:] and method == "exact" and top is not None:
+        limits = (max_nodes, time_limit, started)
+        ranking, certificate = _search_max(parts, base, search_space, chosen, sigma, top, targets, limits, batch_size)
+        return SearchResult(ranking, replace(certificate, seconds=time.perf_counter() - started))
     if chosen.name != "min_ratio":
         ranking, certificate = _rank_by_objective(
             parts, base, search_space, chosen, sigma, top, targets, method, beam_width, max_subsets, batch_size
@@ -578,8 +736,9 @@ def _rank_by_objective(
     enumerate_all = method in ("exact", "exhaustive")
     if enumerate_all:
         count = check_exhaustive(
-            space, num_candidates, max_subsets, f"objective {objective.name!r} has no branch and bound: use "
-            "method='beam' or 'greedy', a smaller space or fewer candidates, or raise max_subsets"
+            space, num_candidates, max_subsets, f"objective {objective.name!r} has no branch and bound "
+            f"(only {', '.join(BRANCH_AND_BOUND)}): use method='beam' or 'greedy', a smaller space or fewer "
+            "candidates, or raise max_subsets"
         )  # fmt: skip
         subsets, nodes = list(space.subsets(num_candidates)), 0
     else:

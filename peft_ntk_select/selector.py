@@ -25,6 +25,7 @@ from .objectives import OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
 from .scoring import check_sigma
 from .search import (
+    BRANCH_AND_BOUND,
     DEFAULT_BEAM_WIDTH,
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SUBSETS,
@@ -107,13 +108,15 @@ def admissible_space(
 
 
 def resolve_search(
-    space: SearchSpace, num_candidates: int, search: str, top: int | None, max_subsets: int
+    space: SearchSpace, num_candidates: int, search: str, top: int | None, max_subsets: int, objective: str
 ) -> tuple[str, int | None]:
-    """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact; exact keeps 10 by default."""
+    """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact branch and bound (beam
+    search for objectives without it); exact and beam keep 10 by default."""
     if search not in ("auto", *METHODS):
         raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {METHODS}")
     if search == "auto":
-        search = "exhaustive" if space.size(num_candidates) <= max_subsets else "exact"
+        large = "exact" if objective in BRANCH_AND_BOUND else "beam"
+        search = "exhaustive" if space.size(num_candidates) <= max_subsets else large
     if search == "exhaustive":
         check_exhaustive(space, num_candidates, max_subsets, "use search='exact', a smaller budget, fewer "
                          "candidates (kinds=('q', 'v'), layers=[...]), or raise max_subsets")  # fmt: skip
@@ -139,7 +142,8 @@ class NTKSelector:
         layers_per_pick, kind_sets: instead, the paper's structured space: every choice of
             ``layers_per_pick`` layers with one kind set, e.g. ``kind_sets=[("q", "v"), ("k",)]``.
         space: instead, any ready space from ``peft_ntk_select.spaces`` over these candidates.
-        search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound),
+        search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound for
+            ``min_ratio``, ``max_ratio`` and ``max_lambda_max``, beam search for the other objectives),
             ``exhaustive``, ``exact``, ``greedy`` or ``beam`` (see ``rank_subsets``).
         top: ranked subsets kept; None: all with exhaustive search, 10 otherwise.
         max_nodes, time_limit, beam_width: limits of the non-exhaustive searches.
@@ -232,7 +236,7 @@ class NTKSelector:
         )
         self.space = admissible_space(self.candidates, budget, param_budget, layers_per_pick, kind_sets, space)
         self.budget = budget if isinstance(self.space, Budget) else None
-        self.search, self.top = resolve_search(self.space, len(self.candidates), search, top, max_subsets)
+        self.search, self.top = resolve_search(self.space, len(self.candidates), search, top, max_subsets, objective)
         self.search_limits = {"max_nodes": max_nodes, "time_limit": time_limit, "beam_width": beam_width}
         self.n_samples = n_samples
         self.sigma = check_sigma(sigma)

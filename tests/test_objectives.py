@@ -147,7 +147,7 @@ def test_label_objectives_need_labels_and_unknown_objectives_are_refused():
 def test_objectives_without_branch_and_bound_refuse_huge_exact_searches_and_point_to_beam():
     parts = torch.eye(3, dtype=torch.float64).expand(30, 3, 3).clone()
     with pytest.raises(SearchSpaceTooLargeError, match="no branch and bound.*beam"):
-        rank_subsets(parts, torch.zeros(3, 3, dtype=torch.float64), sigma=SIGMA, budget=6, objective="max_ratio",
+        rank_subsets(parts, torch.zeros(3, 3, dtype=torch.float64), sigma=SIGMA, budget=6, objective="min_kappa",
                      max_subsets=1000)  # fmt: skip
 
 
@@ -193,3 +193,22 @@ def test_budget_space_is_exhaustive_for_objectives_by_default():
     found = rank_subsets(parts, torch.zeros(2, 2, dtype=torch.float64), sigma=SIGMA, space=Budget(2),
                          objective="max_lambda_max")  # fmt: skip
     assert found.certificate.method == "exhaustive" and len(found) == 6 and found[0].indices == (2, 3)
+
+
+@pytest.mark.parametrize(("objective", "method"), [("min_ratio", "exact"), ("max_ratio", "exact"),
+                                                   ("max_lambda_max", "exact"), ("min_kappa", "beam"),
+                                                   ("max_alignment", "beam")])  # fmt: skip
+def test_auto_search_of_a_large_space_is_branch_and_bound_where_it_exists_else_beam(objective, method):
+    model = make_model("bert")
+    selector = NTKSelector(model, CONFIG, budget=2, objective=objective, max_subsets=5, show_progress=False)
+    assert (selector.search, selector.top) == (method, 10)
+    result = selector.select(make_batch())
+    assert result.certificate.method == method and result.certificate.objective == objective
+    assert len(result.ranking) == 10
+    if method == "exact":  # proven: the exhaustive top 10 of the same kernels
+        full = rank_subsets(result.contributions, result.base_kernel, sigma=result.sigma, budget=2, top=10,
+                            method="exhaustive", objective=objective, targets=result.targets)  # fmt: skip
+        assert result.certificate.optimal
+        assert [entry.modules for entry in result.ranking] == [
+            tuple(result.candidates[i].name for i in entry.indices) for entry in full.ranking
+        ]
