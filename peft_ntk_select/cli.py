@@ -24,7 +24,7 @@ from .kernels.compute import KERNELS
 from .kernels.outputs import OUTPUT_MODES
 from .linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
-from .objectives import OBJECTIVES
+from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .report import format_number, format_table
 from .result import RankedSubset, SelectionResult
 from .search import METHODS
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
     select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn LoRA A; "
                         "expected: its exact mean over A (deterministic)")  # fmt: skip
-    select.add_argument("--objective", choices=sorted(OBJECTIVES), default="min_ratio", help="what subsets are "
+    select.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE, help="what subsets are "
                         "ranked by: min_ratio = Algorithm 2 as printed (lowest spectral ratio); max_ratio; "
                         "max_lambda_max = largest lambda_max(S_C); min_risk = lowest kernel-ridge training risk; "
                         "max_alignment = kernel-target alignment; min_kappa = lowest condition number; "

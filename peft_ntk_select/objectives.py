@@ -108,6 +108,9 @@ OBJECTIVES: dict[str, Objective] = {
 }  # fmt: skip
 
 
+DEFAULT_OBJECTIVE = "min_ratio"  # decided by benchmarks/which_objective.py over the compare_picks results
+
+
 def get_objective(name: object, has_targets: bool) -> Objective:
     """The objective called ``name``; ``InvalidConfigError`` for an unknown one, or one needing absent labels."""
     if name not in OBJECTIVES:

@@ -21,7 +21,7 @@ from .kernels.forward import model_dtype_device
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
 from .memory import FEATURE_SHARE, MemoryPlan, default_max_memory, parse_memory, plan_memory
-from .objectives import OBJECTIVES
+from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
 from .scoring import check_sigma
 from .search import (
@@ -205,7 +205,7 @@ class NTKSelector:
         head: str = "init",
         init_seed: int | None = None,
         kernel: str = "lora",
-        objective: str = "min_ratio",
+        objective: str = DEFAULT_OBJECTIVE,
         base: str = "head",
         dtype: torch.dtype | None = None,
         max_memory: int | str | None = None,
