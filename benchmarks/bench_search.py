@@ -74,7 +74,8 @@ def timed(repeats: int, **kw):
 
 def line(name: str, seconds: float, result) -> str:
     cert = result.certificate
-    gap = "" if cert.optimal else f", gap {cert.gap:.3g} (lower bound {cert.lower_bound:.9f})"
+    bound = "" if cert.lower_bound is None else f" (lower bound {cert.lower_bound:.9f})"
+    gap = "" if cert.optimal or cert.gap is None else f", gap {cert.gap:.3g}{bound}"
     return (
         f"  {name:<34} {seconds:8.3f} s   best ratio {cert.best_ratio:.9f}  optimal={cert.optimal}  "
         f"nodes {cert.nodes:,}  evaluated {cert.evaluated:,}{gap}"

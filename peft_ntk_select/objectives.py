@@ -108,7 +108,7 @@ OBJECTIVES: dict[str, Objective] = {
 }  # fmt: skip
 
 
-DEFAULT_OBJECTIVE = "min_ratio"  # decided by benchmarks/which_objective.py over the compare_picks results
+DEFAULT_OBJECTIVE = "max_ratio"  # decided by benchmarks/which_objective.py over the compare_picks results
 
 
 def get_objective(name: object, has_targets: bool) -> Objective:

@@ -76,16 +76,17 @@ class Certificate:
     ``evaluated``: subset kernels whose spectrum was computed; ``space_size``: admissible subsets;
     ``stopped``: ``"max_nodes"`` or ``"time_limit"`` when branch and bound ran out, else None.
     ``objective``: what the ranking is ordered by; ``lower_bound`` and ``gap`` are bounds on the ratio
-    for ``"min_ratio"``. For ``"max_ratio"`` and ``"max_lambda_max"``, ``lower_bound`` is nan and ``gap`` is
-    how much larger (in the objective's units) the best subset not yet ruled out could score; nan for the
-    objectives without bounds.
+    for ``"min_ratio"``. For the other objectives ``lower_bound`` is None; ``gap`` is 0 after enumerating
+    the space, None after greedy/beam search without bounds, and for the branch and bound of
+    ``"max_ratio"``/``"max_lambda_max"`` how much higher (in the objective's units) the best subset not
+    yet ruled out could score.
     """
 
     method: str
     optimal: bool
     best_ratio: float
-    lower_bound: float
-    gap: float
+    lower_bound: float | None
+    gap: float | None
     certified: int
     nodes: int
     evaluated: int
@@ -566,7 +567,7 @@ def _search_max(
         torch.tensor(open_top), float(extreme_eigenvalues(base)[1]), sigma).item()  # fmt: skip
     certificate = Certificate(
         method="exact", optimal=stopped is None, best_ratio=ranking[0].ratio if ranking else math.inf,
-        lower_bound=math.nan, gap=0.0 if stopped is None else max(bound - best, 0.0),
+        lower_bound=None, gap=0.0 if stopped is None else max(bound - best, 0.0),
         certified=len(ranking) if stopped is None else sum(1 for e in ranking if e.score >= bound),
         nodes=nodes + search.nodes, evaluated=len(seeds) + search.evaluated, space_size=space.size(num_candidates),
         stopped=stopped, objective=objective.name,
@@ -755,8 +756,8 @@ def _rank_by_objective(
         method="exhaustive" if enumerate_all else method,
         optimal=enumerate_all,
         best_ratio=ranking[0].ratio if ranking else math.inf,
-        lower_bound=math.nan,
-        gap=math.nan,
+        lower_bound=None,
+        gap=0.0 if enumerate_all else None,
         certified=len(ranking) if enumerate_all else 0,
         nodes=nodes,
         evaluated=len(subsets),

@@ -130,8 +130,10 @@ class NTKSelector:
 
     ``select(data)`` computes the base kernel K (parameters trained in every pick: the task head) and one
     contribution S_l per candidate, then ranks the admissible subsets C (by default: every subset of
-    ``budget`` candidates) by the spectral ratio r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I),
-    lowest first.
+    ``budget`` candidates) by ``objective``; the default ranks the spectral ratio
+    r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I) highest first, the direction that trained
+    best in ``benchmarks/compare_picks.py`` on two tasks (``objective="min_ratio"``: lowest first, Algorithm 2
+    as printed).
 
     Args:
         model: a transformers model (not a PeftModel); it is left exactly as it was.

@@ -63,11 +63,16 @@ def test_users_config_is_not_modified():
     assert result.lora_config is not config and result.lora_config.r == 4
 
 
-def test_ranking_is_sorted_and_complete_with_parameter_counts():
-    _, result = select(budget=2)
+@pytest.mark.parametrize(("objective", "descending"), [(None, True), ("max_ratio", True), ("min_ratio", False)])
+def test_ranking_is_sorted_and_complete_with_parameter_counts(objective, descending):
+    """The default objective (max_ratio, chosen by benchmarks/which_objective.py) ranks the highest ratio
+    first; min_ratio (Algorithm 2 as printed) the lowest."""
+    _, result = select(budget=2, **({} if objective is None else {"objective": objective}))
+    assert result.objective == (objective or "max_ratio")
     assert len(result.ranking) == 15
     ratios = [entry.ratio for entry in result.ranking]
-    assert ratios == sorted(ratios) and ratios[0] >= 1
+    assert ratios == sorted(ratios, reverse=descending) and min(ratios) >= 1
+    assert [entry.score for entry in result.ranking] == ratios
     by_name = {c.name: c for c in result.candidates}
     for entry in result.ranking:
         assert entry.num_params == sum(by_name[m].num_params for m in entry.modules)
