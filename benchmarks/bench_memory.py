@@ -1,6 +1,6 @@
 """Does a selection stay under ``max_memory``? Peak RSS of the kernel pass of a random-weight Llama, per cap.
 
-    .venv/bin/python benchmarks/bench_memory.py            # ~290M-parameter Llama, n = 32, T = 256 (CPU, ~15 min)
+    .venv/bin/python benchmarks/bench_memory.py            # ~290M-parameter Llama, n = 32, T = 256 (CPU, ~6 min)
     .venv/bin/python benchmarks/bench_memory.py --quick    # tiny model, smoke test (seconds)
     .venv/bin/python benchmarks/bench_memory.py --caps 3GB,none --json memory.json
 
