@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import InvalidConfigError, InvalidInputError
 from .kernels.base import base_module_names
-from .kernels.forward import evaluation_mode, logits_of, model_dtype_device, model_inputs
+from .kernels.forward import evaluation_mode, logits_of, model_dtype_device, model_inputs, require_weights_in_memory
 
 HEADS = ("init", "probe")
 PROBE_PENALTY = 1e-2  # lambda in mean cross-entropy + lambda / 2 ||W||^2 (the bias is not penalised)
@@ -103,6 +103,7 @@ def fit_head(model: nn.Module, batch: dict[str, torch.Tensor], config: LoraConfi
     """
     if labels is None or labels.dim() != 1 or labels.is_floating_point():
         raise InvalidInputError("head='probe' needs integer class labels in the data ('labels' or 'label')")
+    require_weights_in_memory(model, "head='probe'")
     name = output_layer(model, config)
     layer = model.get_submodule(name)
     features = _features(model, batch, layer)

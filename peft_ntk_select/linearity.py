@@ -37,6 +37,7 @@ from .kernels.forward import (
     is_causal,
     logits_of,
     model_dtype_device,
+    require_weights_in_memory,
 )
 
 logger = logging.getLogger(__name__)
@@ -361,6 +362,7 @@ def linearity_curve(
         show_progress: tqdm progress bar over the radii.
     """
     radii = check_radii(radii)
+    require_weights_in_memory(model, "the linearity check")
     _check_count("n_models", n_models, 1, " (random models per radius, e.g. 5)")
     _check_count("n_samples", n_samples, 2, ": every pair of samples is compared (e.g. 32)")
     names = perturbed_parameters(model, perturb, candidates)

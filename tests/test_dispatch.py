@@ -17,7 +17,7 @@ from peft import LoraConfig
 
 from peft_ntk_select import NTKSelector
 from peft_ntk_select.candidates import discover_candidates
-from peft_ntk_select.errors import KernelComputationError
+from peft_ntk_select.errors import InvalidConfigError, KernelComputationError
 from peft_ntk_select.kernels import compute_kernels
 from peft_ntk_select.kernels.forward import is_dispatched
 
@@ -98,3 +98,20 @@ def test_func_engine_names_the_fix_for_a_dispatched_model_and_auto_picks_hooks(c
     plain = NTKSelector(model, CONFIG, budget=2, n_samples=5, show_progress=False).select(make_batch())
     assert plain.engine == "func"
     torch.testing.assert_close(result.contributions, plain.contributions, rtol=1e-10, atol=1e-14)
+
+
+def test_what_needs_offloaded_weights_says_so_and_leaves_the_model_alone():
+    """The kernels work on an offloaded model; the probe head and the linearity check read or perturb the
+    weights themselves, so they refuse one whose weights sit on meta, with the fix."""
+    from peft_ntk_select import linearity_curve
+
+    moved = offloaded(make_model("bert"))
+    hooks = accelerate_hooks(moved)
+    with pytest.raises(InvalidConfigError, match="head='probe' needs the model's weights in memory"):
+        NTKSelector(moved, CONFIG, budget=1, head="probe", show_progress=False).select(make_batch())
+    with pytest.raises(InvalidConfigError, match="the linearity check needs the model's weights in memory"):
+        linearity_curve(moved, make_batch(), radii=[0.0, 0.1], n_models=1, show_progress=False)
+    assert accelerate_hooks(moved) == hooks and {p.device.type for p in moved.parameters()} == {"meta"}
+    kept = dispatched(make_model("bert"), "bert")  # weights on devices: both work
+    NTKSelector(kept, CONFIG, budget=1, head="probe", engine="hooks", show_progress=False).select(make_batch())
+    linearity_curve(kept, make_batch(), radii=[0.0, 0.1], n_models=1, show_progress=False)

@@ -51,6 +51,17 @@ def untraceable_reason(model: nn.Module) -> str | None:
     return None
 
 
+def require_weights_in_memory(model: nn.Module, what: str) -> None:
+    """``InvalidConfigError`` when accelerate offloaded weights to ``meta`` (``cpu_offload``, disk offload):
+    ``what`` reads or perturbs the weights themselves, which then are not there."""
+    if any(param.device.type == "meta" for param in model.parameters()):
+        raise InvalidConfigError(
+            f"{what} needs the model's weights in memory, but accelerate offloaded some to 'meta' "
+            "(cpu_offload or disk offload): run it on the model loaded without offloading, or place it with a "
+            "device_map that keeps every weight on a device"
+        )
+
+
 def frozen_forward(model: nn.Module) -> Callable[[dict[str, torch.Tensor]], object]:
     """``kwargs -> model output`` with the base weights out of autograd.
 
