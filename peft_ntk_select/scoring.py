@@ -12,6 +12,7 @@ from .errors import InvalidConfigError
 from .objectives import Objective
 from .spectral import (
     condition_number,
+    eigen,
     extreme_eigenvalues,
     kernel_ridge_risk,
     loo_accuracy,
@@ -67,13 +68,14 @@ def score_subsets(
     lambda_min, lambda_max, risk, accuracy = [], [], [], []
     for start in range(0, subsets.shape[0], batch_size):
         kernels = subset_kernels(base_kernel, contributions, subsets[start : start + batch_size])
-        low, high = extreme_eigenvalues(kernels)
+        low, high = extreme_eigenvalues(kernels)  # as every objective computes them: one subset, one value
         lambda_min.append(low)
         lambda_max.append(high)
-        if targets is not None:
-            risk.append(kernel_ridge_risk(kernels, targets, sigma))
-        if classes:
-            accuracy.append(loo_accuracy(kernels, targets, sigma))
+        if targets is not None:  # one eigendecomposition serves the risk and the leave-one-out accuracy
+            spectrum = eigen(kernels)
+            risk.append(kernel_ridge_risk(kernels, targets, sigma, spectrum=spectrum))
+            if classes:
+                accuracy.append(loo_accuracy(kernels, targets, sigma, spectrum=spectrum))
     low, high = torch.cat(lambda_min), torch.cat(lambda_max)
     ratio = spectral_ratio(high, float(base_max), sigma)
     kappa = condition_number(low, high, sigma)

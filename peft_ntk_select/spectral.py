@@ -73,24 +73,31 @@ def risk_bounds(
     return sigma * targets_norm_sq / (sigma + lambda_max), sigma * targets_norm_sq / (sigma + lambda_min)
 
 
-def _eigen_targets(kernels: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenvalues (..., n) and squared target energy per eigenvector (..., n) of K (..., n, n)."""
-    eigenvalues, eigenvectors = torch.linalg.eigh(_symmetric(kernels.double()))
-    energy = (eigenvectors.transpose(-1, -2) @ targets.double()).pow(2).sum(-1)
-    return eigenvalues, energy
+def eigen(kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (..., n), ascending, and eigenvectors (..., n, n) of symmetric kernels, float64."""
+    return torch.linalg.eigh(_symmetric(kernels.double()))
+
+
+def _energy(eigenvectors: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared target energy along each eigenvector (..., n), targets Y (n, c)."""
+    return (eigenvectors.transpose(-1, -2) @ targets.double()).pow(2).sum(-1)
 
 
 def ridge_objective(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
     """sigma tr(Y^T (K + sigma I)^-1 Y) for kernels (..., n, n), targets Y (n, c): shape (...)."""
-    eigenvalues, energy = _eigen_targets(kernels, targets)
-    return (sigma / (sigma + eigenvalues) * energy).sum(-1)
+    eigenvalues, eigenvectors = eigen(kernels)
+    return (sigma / (sigma + eigenvalues) * _energy(eigenvectors, targets)).sum(-1)
 
 
-def kernel_ridge_risk(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Training risk (1/n) ||Y - K (K + sigma I)^-1 Y||^2 = (1/n) ||sigma (K + sigma I)^-1 Y||^2: shape (...)."""
-    eigenvalues, energy = _eigen_targets(kernels, targets)
+def kernel_ridge_risk(
+    kernels: torch.Tensor, targets: torch.Tensor, sigma: float, *, spectrum: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
+    """Training risk (1/n) ||Y - K (K + sigma I)^-1 Y||^2 = (1/n) ||sigma (K + sigma I)^-1 Y||^2: shape (...).
+
+    ``spectrum``: ``eigen(kernels)`` when already computed."""
+    eigenvalues, eigenvectors = eigen(kernels) if spectrum is None else spectrum
     n = kernels.shape[-1]
-    return ((sigma / (sigma + eigenvalues)).pow(2) * energy).sum(-1) / n
+    return ((sigma / (sigma + eigenvalues)).pow(2) * _energy(eigenvectors, targets)).sum(-1) / n
 
 
 def target_classes(targets: torch.Tensor) -> torch.Tensor | None:
@@ -102,18 +109,23 @@ def target_classes(targets: torch.Tensor) -> torch.Tensor | None:
     return (column > 0).long() if bool((column.abs() == 1).all()) else None
 
 
-def loo_predictions(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+def loo_predictions(
+    kernels: torch.Tensor, targets: torch.Tensor, sigma: float, *, spectrum: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
     """Leave-one-out predictions of kernel ridge regression (..., n, c) for kernels (..., n, n), targets Y (n, c).
 
     Sample i is predicted from the other n - 1 in closed form: Y_i - (G Y)_i / G_ii, G = (K + sigma I)^-1.
+    ``spectrum``: ``eigen(kernels)`` when already computed.
     """
-    eigenvalues, eigenvectors = torch.linalg.eigh(_symmetric(kernels.double()))
+    eigenvalues, eigenvectors = eigen(kernels) if spectrum is None else spectrum
     inverse = (eigenvectors / (eigenvalues + sigma).unsqueeze(-2)) @ eigenvectors.transpose(-1, -2)
     y = targets.double()
     return y - (inverse @ y) / inverse.diagonal(dim1=-2, dim2=-1).unsqueeze(-1)
 
 
-def loo_accuracy(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> torch.Tensor:
+def loo_accuracy(
+    kernels: torch.Tensor, targets: torch.Tensor, sigma: float, *, spectrum: tuple[torch.Tensor, ...] | None = None
+) -> torch.Tensor:
     """Leave-one-out accuracy of kernel ridge regression on the samples: shape (...).
 
     A no-training estimate of how well the kernel's linearised model generalises (Malladi et al. 2023):
@@ -123,7 +135,7 @@ def loo_accuracy(kernels: torch.Tensor, targets: torch.Tensor, sigma: float) -> 
     classes = target_classes(targets)
     if classes is None:
         raise InvalidInputError("leave-one-out accuracy needs class targets (one-hot or +-1), not regression values")
-    predictions = loo_predictions(kernels, targets, sigma)
+    predictions = loo_predictions(kernels, targets, sigma, spectrum=spectrum)
     predicted = predictions.argmax(-1) if targets.shape[1] > 1 else (predictions[..., 0] > 0).long()
     return (predicted == classes).double().mean(-1)
 
