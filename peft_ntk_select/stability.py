@@ -46,8 +46,8 @@ class StabilityReport:
     ``axis``: ``"init"`` (seeds of the LoRA A draw and, when redrawn, of the head; same samples) or
     ``"samples"`` (sample draws, same init);
     ``kernel``: ``"lora"`` or ``"expected"``; ``seeds``: the seed of each run; ``taus``: Kendall tau-b of
-    every pair of runs, on the spectral ratios of the same subsets; ``top1_agreement``: share of runs whose
-    best subset is the most common best subset; ``frequency``: per candidate, the share of runs whose best
+    every pair of runs, on the values of the runs' objective for the same subsets; ``top1_agreement``: share
+    of runs whose best subset is the most common best subset; ``frequency``: per candidate, the share of runs whose best
     subset contains it (candidates never picked are left out); ``picks``: the best subset of each run.
     """
 
@@ -87,9 +87,11 @@ def compare_runs(
     position = {name: i for i, name in enumerate(names)}
     if subsets is None:
         subsets = sorted({tuple(sorted(position[m] for m in entry.modules)) for r in results for entry in r.ranking})
-    ratio = OBJECTIVES["min_ratio"]
+    objective = OBJECTIVES[results[0].objective]  # the runs' own order (tau ignores its direction)
     scores = [
-        objective_values(result.contributions, result.base_kernel, subsets, ratio, sigma=result.sigma)
+        objective_values(
+            result.contributions, result.base_kernel, subsets, objective, sigma=result.sigma, targets=result.targets
+        )  # fmt: skip
         for result in results
     ]
     taus = tuple(kendall_tau(a, b) for a, b in itertools.combinations(scores, 2))
