@@ -130,3 +130,19 @@ def test_stability_compares_every_subset_of_the_space_whatever_the_search_keeps(
     selector = _selector(search="exact", top=2)
     reports = selector.stability(make_batch(n=8), seeds=(0, 1), sample_draws=(), kernels=("lora",))
     assert len(reports) == 1 and len(compared[0]) == 15  # C(6, 2): all subsets, not the 2 kept
+
+
+@pytest.mark.parametrize("objective", ["min_kappa", "min_risk"])
+def test_compare_runs_ranks_by_the_runs_objective(objective):
+    """Kendall tau is taken on the values of the objective the runs were ranked by (labels included)."""
+    batch = make_batch(n=6)
+    one, two = (_selector(objective=objective, init_seed=seed).select(batch) for seed in (0, 1))
+    subsets = [(0,), (1,), (0, 1), (2, 3), (1, 4, 5), (2, 5)]
+    report = compare_runs([one, two], [0, 1], "lora", "init", subsets)
+    names = [candidate.name for candidate in one.candidates]
+    values = [
+        torch.tensor([r.score([names[i] for i in subset]).score for subset in subsets], dtype=torch.float64)
+        for r in (one, two)
+    ]
+    assert report.taus == (pytest.approx(kendall_tau(*values), abs=1e-12),)
+    assert report.picks == (one.ranking[0].modules, two.ranking[0].modules)
