@@ -351,7 +351,33 @@ def _beam(
     return nodes, evaluated
 
 
-class _BranchAndBound:
+class _BestFirst:
+    """The best-first loop of both branch and bounds: ``heap`` entries start with a key that lower-bounds the
+    pool value of every completion of the node; ``_expand`` pops one node and pushes its open children."""
+
+    heap: list[tuple]
+    pool: _Pool
+    nodes: int
+
+    def run(self, max_nodes: int | None, time_limit: float | None, started: float) -> tuple[str | None, float]:
+        """Search until done or a limit; returns (why it stopped early or None, smallest open key; inf when
+        every node is ruled out)."""
+        while self.heap:
+            if self.heap[0][0] > self.pool.threshold():
+                break
+            if max_nodes is not None and self.nodes >= max_nodes:
+                return "max_nodes", self.heap[0][0]
+            if time_limit is not None and time.perf_counter() - started >= time_limit:
+                return "time_limit", self.heap[0][0]
+            self.nodes += 1
+            self._expand(*heapq.heappop(self.heap)[2:])
+        return None, math.inf
+
+    def _expand(self, *node: object) -> None:
+        raise NotImplementedError
+
+
+class _BranchAndBound(_BestFirst):
     """Best-first branch and bound over the problems of a space; fills ``pool`` with the exact top.
 
     A node is a partial pick (bound, sequence, problem, chosen positions, lambda_max, weight, top
@@ -371,19 +397,6 @@ class _BranchAndBound:
             if problem.blocks
         ]
         heapq.heapify(self.heap)
-
-    def run(self, max_nodes: int | None, time_limit: float | None, started: float) -> tuple[str | None, float]:
-        """Search until done or a limit; returns (why it stopped early or None, smallest open lower bound)."""
-        while self.heap:
-            if self.heap[0][0] > self.pool.threshold():
-                break
-            if max_nodes is not None and self.nodes >= max_nodes:
-                return "max_nodes", self.heap[0][0]
-            if time_limit is not None and time.perf_counter() - started >= time_limit:
-                return "time_limit", self.heap[0][0]
-            self.nodes += 1
-            self._expand(*heapq.heappop(self.heap)[2:])
-        return None, math.inf
 
     def _expand(self, index: int, chosen: tuple[int, ...], value: float, weight: float, vector: torch.Tensor) -> None:
         """Evaluate the children its bounds cannot rule out, pool the admissible ones, push the open ones."""
@@ -466,11 +479,12 @@ def _completion_upper_bounds(
     return torch.minimum(two_by_two, first + spread)
 
 
-class _MaxBranchAndBound:
+class _MaxBranchAndBound(_BestFirst):
     """Best-first branch and bound for the LARGEST lambda_max(K + S_C) (K = 0 for ``max_lambda_max``).
 
     A node's completions are bounded by ``_completion_upper_bounds`` (a 2 x 2 reduction along the node's
-    top eigenvector, and Weyl). ``pool`` holds -lambda_max, so the minimising ``_Pool`` keeps the largest.
+    top eigenvector, and Weyl). ``pool`` holds -lambda_max and the heap keys are -(upper bound), so the
+    minimising ``_Pool`` and loop serve: ``run`` returns minus the largest open upper bound.
     """
 
     def __init__(self, problems: list[_Problem], base_kernel: torch.Tensor, pool: _Pool) -> None:
@@ -487,19 +501,6 @@ class _MaxBranchAndBound:
                                                  self.tops[index], everything, problem.max_blocks)  # fmt: skip
                 self.heap.append((-float(bound[0]), next(self.sequence), index, (), 0.0))
         heapq.heapify(self.heap)
-
-    def run(self, max_nodes: int | None, time_limit: float | None, started: float) -> tuple[str | None, float]:
-        """Search until done or a limit; returns (why it stopped early or None, largest open upper bound)."""
-        while self.heap:
-            if self.heap[0][0] > self.pool.threshold():
-                break
-            if max_nodes is not None and self.nodes >= max_nodes:
-                return "max_nodes", -self.heap[0][0]
-            if time_limit is not None and time.perf_counter() - started >= time_limit:
-                return "time_limit", -self.heap[0][0]
-            self.nodes += 1
-            self._expand(*heapq.heappop(self.heap)[2:])
-        return None, -math.inf
 
     def _expand(self, index: int, chosen: tuple[int, ...], weight: float) -> None:
         problem, pool = self.problems[index], self.pool
@@ -555,13 +556,9 @@ def _search_max(
         for position, value in zip(positions, tops, strict=True):
             pool.add(-value, seeds[position])
     search = _MaxBranchAndBound(problems, kernel_base, pool)
-    stopped, open_top = search.run(*limits)
-    shortlist = pool.subsets()
-    values = objective_values(parts, base, shortlist, objective, sigma=sigma, targets=targets, batch_size=batch_size)
-    keys = objective.key(values).tolist()
-    order = sorted(range(len(shortlist)), key=lambda i: (keys[i], shortlist[i]))[:top]
-    scored = score_list(parts, base, [shortlist[i] for i in order], sigma, targets, batch_size)
-    ranking = tuple(replace(entry, score=float(values[i])) for entry, i in zip(scored, order, strict=True))
+    stopped, open_key = search.run(*limits)
+    open_top = -open_key
+    ranking = _ranked(parts, base, pool.subsets(), objective, sigma, top, targets, batch_size)
     best = ranking[0].score if ranking else -math.inf
     bound = open_top if objective.name == "max_lambda_max" else spectral_ratio(
         torch.tensor(open_top), float(extreme_eigenvalues(base)[1]), sigma).item()  # fmt: skip
@@ -719,6 +716,25 @@ def _objective_beam(
     return list(admissible), nodes
 
 
+def _ranked(
+    parts: torch.Tensor,
+    base: torch.Tensor,
+    subsets: Sequence[tuple[int, ...]],
+    objective: Objective,
+    sigma: float,
+    top: int | None,
+    targets: torch.Tensor | None,
+    batch_size: int,
+) -> tuple[ScoredSubset, ...]:
+    """The ``top`` best of ``subsets`` by ``objective`` (ties: lexicographic indices), scored, each with its
+    objective value in ``score``."""
+    values = objective_values(parts, base, subsets, objective, sigma=sigma, targets=targets, batch_size=batch_size)
+    keys = objective.key(values).tolist()
+    order = sorted(range(len(subsets)), key=lambda i: (keys[i], subsets[i]))[:top]
+    scored = score_list(parts, base, [subsets[i] for i in order], sigma, targets, batch_size)
+    return tuple(replace(entry, score=float(values[i])) for entry, i in zip(scored, order, strict=True))
+
+
 def _rank_by_objective(
     parts: torch.Tensor,
     base: torch.Tensor,
@@ -747,11 +763,7 @@ def _rank_by_objective(
         subsets, nodes = _objective_beam(
             parts, base, space, objective, sigma, targets, 1 if method == "greedy" else width, batch_size
         )
-    values = objective_values(parts, base, subsets, objective, sigma=sigma, targets=targets, batch_size=batch_size)
-    keys = objective.key(values).tolist()
-    order = sorted(range(len(subsets)), key=lambda i: (keys[i], subsets[i]))[:top]
-    scored = score_list(parts, base, [subsets[i] for i in order], sigma, targets, batch_size)
-    ranking = tuple(replace(entry, score=float(values[i])) for entry, i in zip(scored, order, strict=True))
+    ranking = _ranked(parts, base, subsets, objective, sigma, top, targets, batch_size)
     certificate = Certificate(
         method="exhaustive" if enumerate_all else method,
         optimal=enumerate_all,
