@@ -81,6 +81,11 @@ def default_max_memory(device: torch.device) -> int:
     return int(DEFAULT_FRACTION.get(device.type, DEFAULT_FRACTION["cpu"]) * free_memory(device))
 
 
+def feature_budget(max_memory: int) -> int:
+    """Bytes of features one engine pass may hold under ``max_memory``."""
+    return max(1, int(FEATURE_SHARE * max_memory) // 2)
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """How the kernel pass is cut to stay under ``max_memory`` bytes (see the module docstring).
@@ -95,6 +100,11 @@ class MemoryPlan:
     activation_bytes: int
     feature_bytes: int
     estimated_peak: int
+
+    @property
+    def feature_budget(self) -> int:
+        """Bytes of features one engine pass may hold: ``FEATURE_SHARE`` of the cap, held twice while joined."""
+        return feature_budget(self.max_memory)
 
     def summary(self) -> dict[str, object]:
         """JSON-ready fields (stored in ``SelectionResult.memory_plan``)."""
@@ -146,9 +156,8 @@ def plan_memory(
     """The chunk plan for ``batch`` (n, T) on the model's device; see the module docstring."""
     validate_output(output, model, batch)  # the measuring forward needs what the kernel pass needs
     check_padding_token(model, batch, is_token_level(model))
-    _, device = model_dtype_device(model)
-    dtype = feature_dtype(model_dtype_device(model)[0])
-    itemsize = torch.empty((), dtype=dtype).element_size()
+    model_dtype, device = model_dtype_device(model)
+    itemsize = torch.empty((), dtype=feature_dtype(model_dtype)).element_size()
     n, length = batch["input_ids"].shape
     outputs = output_count(model, batch, output)
     base = base_probes(model, lora_config, exclude=[c.name for c in candidates])
@@ -163,7 +172,7 @@ def plan_memory(
 
     sizes = [feature_size(lora[c.name]) for c in candidates]
     reserved = sum(feature_size(probe) for probe in base.values())
-    passes = pack_passes(sizes, max(1, int(FEATURE_SHARE * max_memory) // 2), reserved=reserved)
+    passes = pack_passes(sizes, feature_budget(max_memory), reserved=reserved)
     largest = max(sum(sizes[i] for i in group) + (reserved if number == 0 else 0) for number, group in
                   enumerate(passes))  # fmt: skip
     kernels = (len(candidates) + 1) * n * n * 8

@@ -20,7 +20,7 @@ from .kernels.compute import resolve_engine, validate_engine, validate_kernel
 from .kernels.forward import model_dtype_device
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.outputs import OUTPUT_MODES, default_output
-from .memory import FEATURE_SHARE, MemoryPlan, default_max_memory, parse_memory, plan_memory
+from .memory import MemoryPlan, default_max_memory, parse_memory, plan_memory
 from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
 from .scoring import check_sigma
@@ -330,7 +330,7 @@ class NTKSelector:
                     chunk_size=plan.chunk_size,
                     show_progress=self.show_progress,
                     kernel=kernel,
-                    memory_budget=max(1, int(FEATURE_SHARE * plan.max_memory) // 2),
+                    memory_budget=plan.feature_budget,
                     candidate_passes=plan.passes,
                 )
         if self.base == "none":

@@ -57,13 +57,13 @@ def gather_samples(features: dict[str, torch.Tensor], n: int) -> dict[str, torch
     """Every rank's per-sample features {name: (n_rank, ...)} -> all samples {name: (n, ...)} in sample order."""
     _, world = process_group()
     size = math.ceil(n / world)
+    counts = [shard(n, r, world).stop - shard(n, r, world).start for r in range(world)]
     gathered = {}
     for name, local in features.items():
         padded = torch.zeros(size, *local.shape[1:], dtype=local.dtype, device=local.device)
         padded[: local.shape[0]] = local
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded.contiguous())
-        counts = [shard(n, r, world).stop - shard(n, r, world).start for r in range(world)]
         gathered[name] = torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
     return gathered
 
