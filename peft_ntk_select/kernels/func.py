@@ -18,10 +18,10 @@ from .forward import (
     feature_dtype,
     frozen_state,
     is_causal,
-    is_dispatched,
     logits_of,
     model_dtype_device,
     model_inputs,
+    untraceable_reason,
 )
 from .outputs import sample_outputs
 from .probes import Probe, Tensors, attached, flatten_features, probe_zeros
@@ -41,10 +41,10 @@ def jacobians(
     Each sample runs alone under ``vmap`` with a ready 4D attention mask (padding and causality); decoders
     also get explicit positions, since some (OPT) derive them from a 2D mask.
     """
-    if is_dispatched(model):
+    reason = untraceable_reason(model)
+    if reason is not None:
         raise KernelComputationError(
-            "engine='func' cannot trace a model dispatched or offloaded by accelerate (its hooks move weights "
-            "during the forward pass): use engine='hooks', which gives the same kernels"
+            f"engine='func' cannot trace this model: {reason}: use engine='hooks', which gives the same kernels"
         )
     state = frozen_state(model)
     dtype, device = model_dtype_device(model)
