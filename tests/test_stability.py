@@ -108,17 +108,22 @@ def test_stability_refuses_an_unknown_kernel():
         _selector().stability(make_batch(n=6), kernels=("full",))
 
 
-def test_compare_runs_scores_the_given_subsets_of_any_size_on_each_runs_kernels():
+@pytest.mark.parametrize("objective", [None, "min_kappa", "min_risk"])
+def test_compare_runs_scores_the_given_subsets_of_any_size_on_each_runs_kernels_by_their_objective(objective):
+    """Kendall tau is taken on the values of the objective the runs were ranked by (the default: the
+    spectral ratio; labels included), each run's own kernels scoring the same subsets."""
     batch = make_batch(n=6)
-    one, two = _selector().select(batch), _selector(init_seed=1).select(batch)
+    options = {} if objective is None else {"objective": objective}
+    one, two = _selector(**options).select(batch), _selector(init_seed=1, **options).select(batch)
     subsets = [(0,), (1,), (0, 1), (2, 3), (1, 4, 5)]
     report = compare_runs([one, two], [0, 1], "lora", "init", subsets)
     names = [candidate.name for candidate in one.candidates]
-    ratios = [
-        torch.tensor([r.score([names[i] for i in subset]).ratio for subset in subsets], dtype=torch.float64)
-        for r in (one, two)
-    ]
-    assert report.taus == (pytest.approx(kendall_tau(*ratios), abs=1e-12),)
+    scored = [[r.score([names[i] for i in subset]) for subset in subsets] for r in (one, two)]
+    if objective is None:
+        assert all(entry.score == entry.ratio for entries in scored for entry in entries)
+    values = [torch.tensor([entry.score for entry in entries], dtype=torch.float64) for entries in scored]
+    assert report.taus == (pytest.approx(kendall_tau(*values), abs=1e-12),)
+    assert report.picks == (one.ranking[0].modules, two.ranking[0].modules)
 
 
 def test_stability_compares_every_subset_of_the_space_whatever_the_search_keeps(monkeypatch):
@@ -130,19 +135,3 @@ def test_stability_compares_every_subset_of_the_space_whatever_the_search_keeps(
     selector = _selector(search="exact", top=2)
     reports = selector.stability(make_batch(n=8), seeds=(0, 1), sample_draws=(), kernels=("lora",))
     assert len(reports) == 1 and len(compared[0]) == 15  # C(6, 2): all subsets, not the 2 kept
-
-
-@pytest.mark.parametrize("objective", ["min_kappa", "min_risk"])
-def test_compare_runs_ranks_by_the_runs_objective(objective):
-    """Kendall tau is taken on the values of the objective the runs were ranked by (labels included)."""
-    batch = make_batch(n=6)
-    one, two = (_selector(objective=objective, init_seed=seed).select(batch) for seed in (0, 1))
-    subsets = [(0,), (1,), (0, 1), (2, 3), (1, 4, 5), (2, 5)]
-    report = compare_runs([one, two], [0, 1], "lora", "init", subsets)
-    names = [candidate.name for candidate in one.candidates]
-    values = [
-        torch.tensor([r.score([names[i] for i in subset]).score for subset in subsets], dtype=torch.float64)
-        for r in (one, two)
-    ]
-    assert report.taus == (pytest.approx(kendall_tau(*values), abs=1e-12),)
-    assert report.picks == (one.ranking[0].modules, two.ranking[0].modules)
