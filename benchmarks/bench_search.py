@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from peft_ntk_select.search import rank_subsets
-from peft_ntk_select.spaces import ParamBudget, Structured
+from peft_ntk_select.search.rank import rank_subsets
+from peft_ntk_select.search.spaces import ParamBudget, Structured
 
 N_SAMPLES = 32
 RANK = 8

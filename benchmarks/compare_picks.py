@@ -21,7 +21,7 @@ What it does:
    held-out split (``--eval-size``, 1,000). ``NTKSelector`` runs once on ``--n-samples`` (32) training
    examples and ranks every subset of ``--budget`` (3) candidates among ``--kinds`` (q, k, v) with the
    ``lora`` kernel by ``--objective`` (min_ratio: the spectral ratio, lowest first); the same subsets are also
-   scored by a selection with ``kernel="expected"``, and by every objective of ``peft_ntk_select.objectives``.
+   scored by a selection with ``kernel="expected"``, and by every objective of ``peft_ntk_select.search.objectives``.
 2. Trains: ``--ranked`` (10) subsets at evenly spaced ranks, the top (lowest ratio) and bottom pick
    included; ``--random`` (8) subsets drawn uniformly from the space (their per-seed median is the
    baseline to beat); the best subset of each objective in ``--picks`` (role ``pick:<name>``); PEFT's
@@ -84,12 +84,12 @@ from torch import nn
 
 from peft_ntk_select import NTKSelector, SelectionResult, discover_candidates
 from peft_ntk_select.candidates import Candidate
-from peft_ntk_select.loading import DEMO, TokenizedTexts, load_classifier, read_rows
-from peft_ntk_select.objectives import OBJECTIVES
-from peft_ntk_select.report import format_table
+from peft_ntk_select.cli.loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from peft_ntk_select.diagnostics.stability import kendall_tau
 from peft_ntk_select.result import RankedSubset, config_with_targets
-from peft_ntk_select.scoring import objective_values
-from peft_ntk_select.stability import kendall_tau
+from peft_ntk_select.search.objectives import OBJECTIVES
+from peft_ntk_select.search.scoring import objective_values
+from peft_ntk_select.tables import format_table
 
 logger = logging.getLogger("compare_picks")
 
@@ -471,7 +471,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def kendall(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's tau-b (``peft_ntk_select.stability.kendall_tau``)."""
+    """Kendall's tau-b (``peft_ntk_select.diagnostics.stability.kendall_tau``)."""
     return kendall_tau(torch.as_tensor(np.asarray(x, dtype=float)), torch.as_tensor(np.asarray(y, dtype=float)))
 
 
@@ -950,7 +950,7 @@ def split_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], Any, i
     """(train, eval, tokenizer, num_labels, majority accuracy of eval): tokenized disjoint splits."""
     from transformers import AutoTokenizer
 
-    from peft_ntk_select.assets import minilm_path
+    from peft_ntk_select.cli.assets import minilm_path
 
     rows = read_rows(args.data)
     if args.train_size + args.eval_size > len(rows):

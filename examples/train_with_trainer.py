@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from peft_ntk_select import NTKSelector
-from peft_ntk_select.assets import load_reviews, minilm_path
+from peft_ntk_select.cli.assets import load_reviews, minilm_path
 
 
 def parse_args() -> argparse.Namespace:

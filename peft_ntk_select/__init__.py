@@ -6,6 +6,8 @@ peft_model = get_peft_model(model, result.lora_config)
 """
 
 from .candidates import Candidate, discover_candidates
+from .diagnostics.linearity import LinearityCurve, linearity_curve
+from .diagnostics.stability import StabilityReport, format_stability
 from .errors import (
     InvalidConfigError,
     InvalidInputError,
@@ -15,13 +17,11 @@ from .errors import (
     SearchSpaceTooLargeError,
 )
 from .kernels import ENGINES, compute_kernels
-from .linearity import LinearityCurve, linearity_curve
 from .result import RankedSubset, SelectionResult
-from .scoring import ScoredSubset
-from .search import Certificate, SearchResult, rank_subsets
+from .search.rank import Certificate, SearchResult, rank_subsets
+from .search.scoring import ScoredSubset
+from .search.spaces import Budget, InvalidSpaceError, ParamBudget, Structured
 from .selector import NTKSelector
-from .spaces import Budget, InvalidSpaceError, ParamBudget, Structured
-from .stability import StabilityReport, format_stability
 
 __version__ = "0.1.0"
 

@@ -12,21 +12,8 @@ from typing import Any
 import torch
 
 from .errors import NTKSelectError
-from .spectral import subset_kernels
-
-
-def format_number(value: float | None, digits: str = ".4g") -> str:
-    """``value`` in ``digits`` format, or "-" when there is none (e.g. the risk without labels)."""
-    return "-" if value is None else format(value, digits)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned text table: one header line, a rule, one line per row."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+from .search.spectral import subset_kernels
+from .tables import format_number
 
 
 def _spectra_panel(axis, base_kernel, contributions, picks, pick_labels) -> None:

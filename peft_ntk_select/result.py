@@ -16,10 +16,10 @@ from torch import nn
 
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
-from .objectives import OBJECTIVES
 from .report import plot_report, spectrum_rows
-from .scoring import ScoredSubset, objective_values, score_subsets
-from .search import Certificate
+from .search.objectives import OBJECTIVES
+from .search.rank import Certificate
+from .search.scoring import ScoredSubset, objective_values, score_subsets
 
 FORMAT = "peft_ntk_select.SelectionResult"
 FORMAT_VERSION = 1

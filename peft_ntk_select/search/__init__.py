@@ -1,0 +1,1 @@
+"""Search stage: spectra of subset kernels, objectives, admissible spaces, and the searches that rank them."""

@@ -1,0 +1,227 @@
+"""The command line: help, JSON output, written files, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from peft import LoraConfig
+
+from peft_ntk_select.cli.commands import build_parser, main
+
+OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
+           "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
+           "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
+           "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
+           "--base", "--max-memory"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "title", "sentiment"])
+        for i in range(12):
+            writer.writerow([f"review number {i} was {'great' if i % 2 else 'awful'}", f"film {i}", i % 2])
+    return path
+
+
+def run(capsys, *args):
+    status = main(["select", *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_help_lists_every_option():
+    text = build_parser()._subparsers._group_actions[0].choices["select"].format_help()
+    for option in OPTIONS:
+        assert option in text
+    assert "(default: 32)" in text
+
+
+def test_module_entry_point_prints_help():
+    done = subprocess.run([sys.executable, "-m", "peft_ntk_select", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "select" in done.stdout
+
+
+def test_json_output_parses_and_files_load(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--output", out,
+                            "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert len(summary["picked"]) == 2 and len(summary["ranking"]) == 10
+    assert summary["default_placement"]["num_params"] == 4 * 8 * (16 + 16)
+    assert set(LoraConfig.from_pretrained(out).target_modules) == set(summary["picked"])
+    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "result.json", "report.png"}
+
+
+def test_text_pairs_and_options_reach_the_selector(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--text-pair-column", "title", "--label-column", "sentiment", "--n-samples", 4,
+                            "--budget", 1, "--kinds", "q,v", "--layers", "1", "--engine", "hooks",
+                            "--output-mode", "margin", "--sigma", "0.01", "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0
+    assert sorted(entry["modules"][0] for entry in summary["ranking"]) == [
+        "bert.encoder.layer.1.attention.self.query",
+        "bert.encoder.layer.1.attention.self.value",
+    ]
+
+
+def test_table_output_shows_ranking_and_default(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--top", 3)  # fmt: skip
+    assert status == 0
+    assert "#0" in stdout and "#2" in stdout and "#3" not in stdout and "default" in stdout and "picked:" in stdout
+
+
+def test_stability_linearity_kernel_and_head_options_reach_the_output(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 1, "--kernel", "expected",
+                            "--head", "probe", "--init-seed", 3, "--stability", 2, "--linearity", "--output", out,
+                            "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert (summary["kernel"], summary["head"], summary["head_fit"]["layer"]) == ("expected", "probe", "classifier")
+    assert [(r["kernel"], r["axis"]) for r in summary["stability"]] == [
+        ("lora", "init"), ("lora", "samples"), ("expected", "init"), ("expected", "samples"),
+    ]  # fmt: skip
+    assert len(summary["linearity"]["radii"]) == 5
+    assert {p.name for p in out.iterdir()} >= {"stability.json", "linearity.json", "report.png"}
+    assert json.loads((out / "result.json").read_text())["init_seed"] == 3
+
+
+def test_table_output_prints_the_stability_table_and_the_linearity_curve(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--stability", 2,
+                            "--linearity")  # fmt: skip
+    assert status == 0
+    assert "LOO acc" in stdout and "mean tau" in stdout and "L_upper" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stability", 1], "at least 2 runs"),
+        (["--label-column", "stars"], "column 'stars' not in the data"),
+        (["--budget", 0], "budget=0 must be an integer"),
+        (["--n-samples", 1], "n_samples=1 must be an integer >= 2"),
+        (["--max-memory", "lots"], "max_memory='lots': pass a positive number of bytes"),
+        (["--max-memory", "1kB"], "max_memory=1000 bytes cannot hold the kernel pass of one sample"),
+        (["--data", "missing.csv"], "does not exist"),
+    ],
+)
+def test_bad_arguments_exit_non_zero_with_one_line(capsys, model_dir, csv_file, args, message):
+    base = {"--model": model_dir, "--data": csv_file, "--text-column": "review", "--label-column": "sentiment"}
+    base.update(dict(zip(args[::2], args[1::2], strict=True)))
+    status, _, stderr = run(capsys, *[item for pair in base.items() for item in pair])
+    assert status != 0
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_unknown_model_path_exits_with_one_line(capsys, csv_file, tmp_path):
+    status, _, stderr = run(capsys, "--model", tmp_path / "no_such_model", "--data", csv_file,
+                            "--text-column", "review", "--label-column", "sentiment")  # fmt: skip
+    assert status != 0
+    assert "cannot load model" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_argument_type_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["select", "--budget", "three"])
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_structured_space_and_search_options(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--layers-per-pick", 1,
+                            "--kind-sets", "q+v,k", "--search", "exact", "--top", 3, "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0 and summary["space"].startswith("Structured")
+    assert summary["certificate"]["method"] == "exact" and summary["certificate"]["optimal"]
+    assert len(summary["ranking"]) == 3
+
+
+def test_param_budget_option_bounds_every_subset(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 4, "--param-budget", 512,
+                            "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    assert status == 0 and all(entry["num_params"] <= 512 for entry in summary["ranking"])
+
+
+LINEARITY_OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--max-length",
+                     "--radii", "--n-models", "--n-samples", "--perturb", "--kinds", "--seed", "--output-dir",
+                     "--json", "--debug"]  # fmt: skip
+
+
+def run_linearity(capsys, model_dir, csv_file, *args):
+    source = ["--model", model_dir, "--data", csv_file, "--text-column", "review", "--label-column", "sentiment"]
+    status = main(["linearity", *map(str, source), *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_linearity_help_lists_every_option():
+    text = build_parser()._subparsers._group_actions[0].choices["linearity"].format_help()
+    for option in LINEARITY_OPTIONS:
+        assert option in text
+    assert "(default: 0,0.5,1,2,4)" in text and "{all,candidates}" in text
+
+
+def test_linearity_json_output_and_files(capsys, model_dir, csv_file, tmp_path):
+    out = tmp_path / "curve"
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,1", "--n-models", 2,
+                                      "--n-samples", 4, "--output-dir", out, "--json")  # fmt: skip
+    assert status == 0
+    curve = json.loads(stdout)
+    assert curve["radii"] == [0.0, 1.0] and len(curve["per_model"][0]) == 2 and curve["n_samples"] == 4
+    assert json.loads((out / "linearity.json").read_text()) == curve
+    assert (out / "linearity.png").stat().st_size > 0
+
+
+def test_linearity_table_perturbs_only_the_chosen_candidate_kinds(capsys, model_dir, csv_file):
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,2", "--n-models", 1,
+                                      "--n-samples", 3, "--perturb", "candidates", "--kinds", "q")  # fmt: skip
+    assert status == 0
+    assert "perturb=candidates, 2 weights" in stdout and "L_upper" in stdout and "flat:" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--radii", "0,-1"], "negative or not finite"),
+        (["--n-models", 0], "n_models=0 must be an integer >= 1"),
+        (["--kinds", "q"], "add --perturb candidates"),
+    ],
+)
+def test_linearity_bad_arguments_exit_non_zero_with_one_line(capsys, model_dir, csv_file, args, message):
+    status, _, stderr = run_linearity(capsys, model_dir, csv_file, "--n-samples", 3, *args)
+    assert status != 0
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_linearity_radii_must_be_numbers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["linearity", "--radii", "0,big"])
+    assert exit_info.value.code == 2
+    assert "comma-separated numbers" in capsys.readouterr().err
+
+
+def test_objective_and_base_options_reach_the_ranking(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--objective",
+                            "max_alignment", "--base", "none", "--json")  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert (summary["objective"], summary["base"]) == ("max_alignment", "none")
+    scores = [entry["score"] for entry in summary["ranking"]]
+    assert scores == sorted(scores, reverse=True)

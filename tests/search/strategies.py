@@ -1,0 +1,78 @@
+"""Hypothesis strategies shared by the spectral and search tests: random PSD kernels and search spaces."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from peft_ntk_select.search.spaces import Budget, ParamBudget, Structured
+
+# Floats in [-1, 1]; magnitudes below 1e-6 flushed to 0 so that no product or square goes subnormal.
+ENTRIES = st.floats(-1.0, 1.0, allow_nan=False, allow_infinity=False).map(lambda x: 0.0 if abs(x) < 1e-6 else x)
+SIGMAS = st.floats(1e-4, 10.0)
+FAST = settings(max_examples=40, deadline=None)
+
+
+@st.composite
+def psd_matrices(draw: st.DrawFn, n: int) -> torch.Tensor:
+    """G G^T (symmetrised exactly) for a random float64 G of shape (n, m), m in 1..8."""
+    g = torch.from_numpy(draw(arrays(np.float64, (n, draw(st.integers(1, 8))), elements=ENTRIES)))
+    gram = g @ g.T
+    return 0.5 * (gram + gram.T)
+
+
+@st.composite
+def base_kernels(draw: st.DrawFn, n: int) -> torch.Tensor:
+    """K (n, n): zero (no head), random PSD, or K-dominant (1e3 x random PSD, the classifier-head regime)."""
+    regime = draw(st.sampled_from(["zero", "psd", "dominant"]))
+    if regime == "zero":
+        return torch.zeros(n, n, dtype=torch.float64)
+    base = draw(psd_matrices(n))
+    return 1e3 * base if regime == "dominant" else base
+
+
+@st.composite
+def candidate_kernels(draw: st.DrawFn, max_candidates: int = 14) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(K (n, n), S (L, n, n), sigma): n in 2..5, L in 1..max_candidates, S_l random PSD."""
+    n = draw(st.integers(2, 5))
+    num_candidates = draw(st.integers(1, max_candidates))
+    contributions = torch.stack([draw(psd_matrices(n)) for _ in range(num_candidates)])
+    return draw(base_kernels(n)), contributions, draw(SIGMAS)
+
+
+@st.composite
+def structured_spaces(draw: st.DrawFn, num_candidates: int) -> Structured:
+    """A valid Structured space: candidates spread over 1..4 layers with kinds q/k/v, some excluded."""
+    layer_of = [draw(st.integers(0, 3)) for _ in range(num_candidates)]
+    kind_of = [draw(st.sampled_from("qkv")) for _ in range(num_candidates)]
+    exclude = draw(st.sets(st.integers(0, num_candidates - 1), max_size=num_candidates - 1))
+    kept = [i for i in range(num_candidates) if i not in exclude]
+    present = sorted({kind_of[i] for i in kept})
+    choices = [kinds for size in range(1, len(present) + 1) for kinds in itertools.combinations(present, size)]
+    kind_sets = draw(st.lists(st.sampled_from(choices), min_size=1, max_size=3, unique=True))
+    layers = len({layer_of[i] for i in kept})
+    return Structured(draw(st.integers(1, layers)), kind_sets, layer_of, kind_of, tuple(exclude))
+
+
+@st.composite
+def search_spaces(draw: st.DrawFn, num_candidates: int, max_size: int = 400) -> Budget | ParamBudget | Structured:
+    """Any kind of space over ``num_candidates`` candidates with at most ``max_size`` admissible subsets."""
+    kind = draw(st.sampled_from(["budget", "at_most", "params", "structured"]))
+    sizes = range(1, num_candidates + 1)
+    if kind == "budget":
+        return Budget(draw(st.sampled_from([k for k in sizes if Budget(k).size(num_candidates) <= max_size])))
+    if kind == "at_most":
+        fits = [k for k in sizes if Budget(k, exact=False).size(num_candidates) <= max_size]
+        return Budget(draw(st.sampled_from(fits)), exact=False)
+    if kind == "params":
+        counts = draw(st.lists(st.integers(1, 4), min_size=num_candidates, max_size=num_candidates))
+        limit = min(counts)
+        while limit < sum(counts) and ParamBudget(limit + 1, counts).size(num_candidates) <= max_size:
+            limit += 1
+        return ParamBudget(draw(st.integers(min(counts), limit)), counts)
+    return draw(structured_spaces(num_candidates))
