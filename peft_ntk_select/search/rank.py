@@ -57,7 +57,8 @@ from .spectral import extreme_eigenvalues, ritz_lower_bounds, spectral_ratio, su
 DEFAULT_MAX_SUBSETS = 200_000
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_BEAM_WIDTH = 8
-METHODS = ("exact", "exhaustive", "greedy", "beam")
+SEARCHES = ("exact", "exhaustive", "greedy", "beam")
+METHODS = SEARCHES  # the old name, until cli/commands.py imports SEARCHES from peft_ntk_select.search
 
 # Relative slack on lambda_max: near-ties within it are never pruned, so rounding cannot change the ranking.
 _SLACK = 1e-9
@@ -599,8 +600,8 @@ def _resolve_space(num_candidates: int, budget: object, space: object) -> Search
 
 
 def _check_options(method: object, top: object, beam_width: object, max_nodes: object, time_limit: object) -> None:
-    if method not in METHODS:
-        raise InvalidConfigError(f"unknown method {method!r}: choose one of {METHODS}")
+    if method not in SEARCHES:
+        raise InvalidConfigError(f"unknown method {method!r}: choose one of {SEARCHES}")
     if top is not None and (not is_integer(top) or top < 1):  # type: ignore[operator]
         raise InvalidConfigError(f"top={top!r} must be a positive integer, or None for the whole ranking")
     if not is_integer(beam_width) or beam_width < 1:  # type: ignore[operator]
@@ -888,8 +889,8 @@ def resolve_search(
 ) -> tuple[str, int | None]:
     """(method, top): ``auto`` is exhaustive up to ``max_subsets`` subsets, else exact branch and bound (beam
     search for objectives without it); exact and beam keep 10 by default."""
-    if search not in ("auto", *METHODS):
-        raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {METHODS}")
+    if search not in ("auto", *SEARCHES):
+        raise InvalidConfigError(f"unknown search {search!r}: choose auto or one of {SEARCHES}")
     if search == "auto":
         large = "exact" if objective in BRANCH_AND_BOUND else "beam"
         search = "exhaustive" if space.size(num_candidates) <= max_subsets else large
