@@ -20,56 +20,21 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import harness
+
 GOAL = 1.3  # the issue's target: every engine within 1.3x of the floor on CPU
 ENGINE_NAMES = ("func", "hooks", "reference")
 ALL_ENGINES = (*ENGINE_NAMES, "baseline")
-QUICK = {
-    "layers": 2,
-    "hidden": 64,
-    "heads": 4,
-    "intermediate": 128,
-    "vocab": 1000,
-    "n": 8,
-    "length": 16,
-    "repeats": 2,
-    "reference_n": 4,
-    "baseline_n": 4,
-    "kv_heads": 2,
-}
-DEFAULTS = {
-    "layers": 12,
-    "hidden": 768,
-    "heads": 12,
-    "intermediate": None,  # 4 x hidden
-    "vocab": 50265,
-    "n": 32,
-    "length": 128,
-    "repeats": 3,
-    "reference_n": 8,
-    "baseline_n": 8,
-    "kv_heads": None,  # = heads
-}
-# --arch llama without --quick: a TinyLlama-like shape, 16 layers (48 q/k/v candidates), about 0.79B parameters
-LLAMA_DEFAULTS = {
-    "layers": 16,
-    "hidden": 2048,
-    "heads": 32,
-    "kv_heads": 8,
-    "intermediate": 5632,
-    "vocab": 32000,
-}
-ARCHS = ("roberta", "llama")
-DTYPES = ("float32", "bfloat16", "float16")
+QUICK = {"repeats": 2, "reference_n": 4, "baseline_n": 4}  # with the shape of harness.QUICK_SHAPE
+DEFAULTS = {"repeats": 3, "reference_n": 8, "baseline_n": 8}  # with the shape of harness.SHAPE_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -100,33 +65,12 @@ class Row:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test); explicit flags win")
-    parser.add_argument(
-        "--arch",
-        default="roberta",
-        choices=ARCHS,
-        help="RobertaForSequenceClassification or LlamaForSequenceClassification (pad_token_id 0), random "
-        "weights; llama's shape defaults to 16 layers, hidden 2048, 32 heads, 8 kv heads, intermediate 5632, "
-        "vocab 32000 [roberta]",
-    )
-    parser.add_argument(
-        "--dtype",
-        default="float32",
-        choices=DTYPES,
-        help="dtype of the model's weights; the kernels' probes run in float32 for half models [float32]",
-    )
-    parser.add_argument("--layers", type=int, help="encoder layers [12; quick 2]")
-    parser.add_argument("--hidden", type=int, help="hidden size [768; quick 64]")
-    parser.add_argument("--heads", type=int, help="attention heads [12; quick 4]")
-    parser.add_argument("--kv-heads", type=int, help="key/value heads, llama only [heads; llama 8; quick 2]")
-    parser.add_argument("--intermediate", type=int, help="MLP size [4 x hidden; quick 128]")
-    parser.add_argument("--vocab", type=int, help="vocabulary size [50265; quick 1000]")
-    parser.add_argument("--labels", type=int, default=2, help="num_labels of the classifier (logits c) [2]")
-    parser.add_argument("--n", type=int, help="samples in the kernel [32; quick 8]")
-    parser.add_argument("--length", type=int, help="tokens per sample T [128; quick 16]")
+    harness.add_shape_arguments(parser)
     parser.add_argument("--rank", type=int, default=8, help="LoRA r, with lora_alpha = r [8]")
     parser.add_argument(
+        "--output-mode",
         "--output",
+        dest="output",
         default="trace",
         choices=("trace", "margin", "loss"),
         help="per-sample output of the kernel: trace needs one backward per logit, margin and loss one [trace]",
@@ -142,7 +86,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-n", type=int, help="samples the reference engine runs (extrapolated) [8]")
     parser.add_argument("--baseline-n", type=int, help="samples the jacrev baseline runs (extrapolated) [8]")
     parser.add_argument("--budget", type=int, default=3, help="modules per subset: the baseline's subset size [3]")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N [cpu]")
     parser.add_argument(
         "--order",
         default="interleaved",
@@ -152,21 +95,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "holds one row's working memory at a time [interleaved]",
     )
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every worker [torch default]")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the batch and the LoRA A [0]")
     parser.add_argument("--no-floor-c", action="store_true", help="skip the informational c-backward floor row")
     parser.add_argument("--json", help="also write the results (runs, medians, machine) to this JSON file")
     args = parser.parse_args(argv)
-    arch_defaults = LLAMA_DEFAULTS if args.arch == "llama" else {}
-    base = {**DEFAULTS, **arch_defaults, **(QUICK if args.quick else {})}
-    for key, value in base.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.intermediate is None:
-        args.intermediate = 4 * args.hidden
-    if args.kv_heads is None or args.arch != "llama":
-        args.kv_heads = args.heads
-    if args.heads % args.kv_heads:
-        parser.error(f"--heads {args.heads} must be a multiple of --kv-heads {args.kv_heads}")
+    harness.resolve_shape(args, parser, DEFAULTS, QUICK)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = sorted(set(args.engines) - set(ALL_ENGINES))
     if unknown:
@@ -210,61 +142,6 @@ def plan(args: argparse.Namespace) -> list[Item]:
 # the work of one item (runs inside a worker process)
 
 
-def model_class_name(args: argparse.Namespace) -> str:
-    return "LlamaForSequenceClassification" if args.arch == "llama" else "RobertaForSequenceClassification"
-
-
-def build_model(args: argparse.Namespace):
-    """Random-weight model (``--arch``, ``--dtype``) of the configured shape and a random full batch."""
-    import torch
-
-    torch.manual_seed(args.seed)
-    dtype = getattr(torch, args.dtype)
-    if args.arch == "llama":
-        from transformers import LlamaConfig, LlamaForSequenceClassification
-
-        config = LlamaConfig(
-            vocab_size=args.vocab,
-            hidden_size=args.hidden,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
-            num_key_value_heads=args.kv_heads,
-            intermediate_size=args.intermediate,
-            num_labels=args.labels,
-            max_position_embeddings=args.length + 8,
-            pad_token_id=0,  # the batch holds no pad token; decoder classifiers need the id all the same
-        )
-        # Built in place, in its dtype: a 1B model's float32 init on the CPU would take most of a minute.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device(args.device):
-                model = LlamaForSequenceClassification(config)
-        finally:
-            torch.set_default_dtype(previous)
-        model = model.eval()
-    else:
-        from transformers import RobertaConfig, RobertaForSequenceClassification
-
-        config = RobertaConfig(
-            vocab_size=args.vocab,
-            hidden_size=args.hidden,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
-            intermediate_size=args.intermediate,
-            num_labels=args.labels,
-            max_position_embeddings=args.length + 2 + 8,  # RoBERTa positions start at pad_token_id + 1
-        )
-        model = RobertaForSequenceClassification(config).eval().to(args.device)
-        if dtype != torch.float32:
-            model = model.to(dtype)
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    input_ids = torch.randint(3, args.vocab, (args.n, args.length), generator=generator)
-    labels = torch.randint(0, args.labels, (args.n,), generator=generator)
-    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
-    return model, {key: value.to(args.device) for key, value in batch.items()}
-
-
 def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any], dict[str, Any]]:
     """Build the model for ``item`` and return (run once, info)."""
     import torch
@@ -272,7 +149,7 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
 
     from peft_ntk_select import compute_kernels, discover_candidates
 
-    model, batch = build_model(args)
+    model, batch = harness.build_model(args)
     batch = {key: value[: item.n_run] for key, value in batch.items()}
     candidates = discover_candidates(model, rank=args.rank)
     info: dict[str, Any] = {"candidates": len(candidates), "parameters": sum(p.numel() for p in model.parameters())}
@@ -299,11 +176,10 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
     lora_config = LoraConfig(r=args.rank, lora_alpha=args.rank, task_type="SEQ_CLS")
     if item.kind == "engine":
         chunk = item.chunk or 8
+        output = {harness.keyword(compute_kernels, "output_mode", "output"): args.output}
 
         def run() -> None:
-            compute_kernels(
-                model, batch, candidates, lora_config, engine=item.engine, output=args.output, chunk_size=chunk
-            )
+            compute_kernels(model, batch, candidates, lora_config, engine=item.engine, chunk_size=chunk, **output)
 
         return run, info
 
@@ -355,45 +231,6 @@ def _baseline_runner(model, batch, candidates, args, info):
     return run, info
 
 
-class PeakRss:
-    """Peak resident memory of this process during a block: a 5 ms psutil sampler, and ru_maxrss when the
-    process's all-time peak rose inside the block."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self.process = psutil.Process()
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            self._stop.wait(0.005)
-
-    def __enter__(self) -> PeakRss:
-        self.maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        self.peak = self.process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join()
-        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        if maxrss > self.maxrss_before:
-            self.peak = max(self.peak, maxrss)
-
-
-def current_rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
 def _worker(item: Item, args: argparse.Namespace, conn) -> None:
     """Build, report ready, then time one run per "run" command until "stop"."""
     try:
@@ -414,7 +251,7 @@ def _worker(item: Item, args: argparse.Namespace, conn) -> None:
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
         else:
-            base = current_rss()
+            base = harness.current_rss()
         info["base_mib"] = base / 2**20
         conn.send(("ready", info))
         while True:
@@ -436,7 +273,7 @@ def _worker(item: Item, args: argparse.Namespace, conn) -> None:
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                 peak = torch.cuda.max_memory_allocated() - base
             else:
-                with PeakRss() as meter:
+                with harness.PeakRss() as meter:
                     wall0, cpu0 = time.perf_counter(), time.process_time()
                     run()
                     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
@@ -458,23 +295,17 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import transformers
 
-    cpu_model = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     info = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_model": cpu_model,
+        "cpu_model": harness.cpu_model(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
         "device": args.device,
         "loadavg_start": os.getloadavg(),
-        "cpu_busy_before_pct": _busy_percent(),
+        "cpu_busy_before_pct": harness.busy_percent(),
     }
     if torch.device(args.device).type == "cuda":
         device = torch.device(args.device)
@@ -482,44 +313,6 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
         info["gpu_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
         info["cuda"] = torch.version.cuda
     return info
-
-
-def _busy_percent(seconds: float = 2.0) -> float:
-    """System-wide CPU use (percent of all CPUs) over ``seconds`` while this process idles: other load."""
-    import psutil
-
-    return psutil.cpu_percent(interval=seconds)
-
-
-class OtherLoad:
-    """CPU time that processes other than this benchmark (parent and workers) used during the run.
-
-    System-wide busy time (/proc/stat through psutil) minus this process's and its joined children's
-    user+system time; hypervisor steal reported apart. A shared machine makes timings noisy; this says how much.
-    """
-
-    @staticmethod
-    def _now() -> tuple[float, float, float, float]:
-        import psutil
-
-        times = psutil.cpu_times()
-        busy = sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
-        ours = 0.0
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-            usage = resource.getrusage(who)
-            ours += usage.ru_utime + usage.ru_stime
-        return time.perf_counter(), busy, ours, getattr(times, "steal", 0.0)
-
-    def __enter__(self) -> OtherLoad:
-        self.start = self._now()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        end = self._now()
-        wall, busy, ours, steal = (b - a for a, b in zip(self.start, end, strict=True))
-        capacity = wall * (os.cpu_count() or 1)
-        self.other_pct = 100 * max(busy - ours, 0.0) / capacity
-        self.steal_pct = 100 * steal / capacity
 
 
 def log(message: str) -> None:
@@ -672,7 +465,7 @@ def report(summary: dict[str, Any], args: argparse.Namespace, machine: dict[str,
     kv = f" ({args.kv_heads} key/value)" if args.arch == "llama" else ""
     params = summary.get("parameters")
     lines.append(
-        f"{model_class_name(args)} ({weights}): {args.layers} layers, hidden {args.hidden}, "
+        f"{harness.model_class_name(args)} ({weights}): {args.layers} layers, hidden {args.hidden}, "
         f"{args.heads} heads{kv}, intermediate {args.intermediate}, {args.labels} labels"
         + (f", {params / 1e6:.1f}M parameters" if params else "")
         + f"; {candidates} q/k/v candidates; "
@@ -798,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     items = plan(args)
     log(f"{len(items)} rows, {args.warmup} warm-up + {args.repeats} timed round(s); workers: one process per row")
     started = time.perf_counter()
-    with OtherLoad() as other:
+    with harness.OtherLoad() as other:
         rows = run_rounds(items, args)  # joins every worker, so their CPU time is counted as ours
     machine["other_cpu_pct"], machine["steal_pct"] = other.other_pct, other.steal_pct
     machine["loadavg_end"] = os.getloadavg()
@@ -809,7 +602,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = report(summary, args, machine, summary["candidates"])
     print(text, flush=True)
     log(f"total {machine['elapsed_s']:.0f} s")
-    result = {"machine": machine, "args": {k: v for k, v in vars(args).items()}, **summary, "report": text}
+    result = {
+        "metadata": harness.metadata(args.device),
+        "machine": machine,
+        "args": {k: v for k, v in vars(args).items()},
+        **summary,
+        "report": text,
+    }
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2, default=str)

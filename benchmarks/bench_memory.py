@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/bench_memory.py --quick    # tiny model, smoke test (seconds)
     .venv/bin/python benchmarks/bench_memory.py --caps 3GB,none --json memory.json
 
-Each cap runs in its own fresh process (spawned): it builds the model (``bench_kernels.build_model``: random
+Each cap runs in its own fresh process (spawned): it builds the model (``harness.build_model``: random
 weights, float32, ``LlamaForSequenceClassification`` with 20 layers, hidden 1024, 16 heads, intermediate
 2816, vocabulary 32,000, 2 labels: 290M parameters), notes its RSS (the model's own size plus the
 interpreter and libraries), then runs ``NTKSelector(model, LoraConfig(r=8), budget=3, kinds=("q", "v"),
 max_memory=cap, engine=...).select(batch)`` on n random full-length samples, its peak RSS sampled every
-5 ms (``bench_kernels.PeakRss``). A tiny selection (2 samples of 8 tokens) runs first, so that the
+5 ms (``harness.PeakRss``). A tiny selection (2 samples of 8 tokens) runs first, so that the
 libraries' one-time set-up (thread pools, kernel caches: about 16 MiB) is not counted. A cap holds when
 peak RSS - RSS before <= cap, i.e. the peak stays under the cap plus the model's own size. ``none`` is the
 default cap (half the available RAM). Each row gives the plan (samples per forward pass, engine passes,
@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_kernels  # noqa: E402  (shared model builder and RSS sampler)
+import harness  # the model builder and RSS sampler shared with bench_kernels.py
 
 SHAPE = ["--arch", "llama", "--layers", "20", "--hidden", "1024", "--heads", "16", "--kv-heads", "16",
          "--intermediate", "2816", "--vocab", "32000", "--n", "32", "--length", "256"]  # fmt: skip
@@ -46,19 +44,20 @@ def measure(shape: list[str], cap: str, engine: str, threads: int | None) -> dic
 
     if threads:
         torch.set_num_threads(threads)
-    args = bench_kernels.parse_args(shape)
-    model, batch = bench_kernels.build_model(args)
+    args = harness.parse_shape(shape)
+    model, batch = harness.build_model(args)
     parameters = sum(p.numel() for p in model.parameters())
     warm = {key: value[:2, :8] if value.dim() == 2 else value[:2] for key, value in batch.items()}
     config = LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS")
     # the libraries' one-time set-up, outside the figure
-    NTKSelector(model, config, budget=1, kinds=("q",), engine=engine, n_samples=2, show_progress=False).select(warm)
-    before = bench_kernels.current_rss()
+    samples = harness.keyword(NTKSelector, "num_samples", "n_samples")
+    NTKSelector(model, config, budget=1, kinds=("q",), engine=engine, show_progress=False, **{samples: 2}).select(warm)
+    before = harness.current_rss()
     selector = NTKSelector(model, config, budget=3, kinds=("q", "v"),
-                           engine=engine, n_samples=args.n, show_progress=False,
+                           engine=engine, show_progress=False, **{samples: args.n},
                            max_memory=None if cap == "none" else cap)  # fmt: skip
     start = time.perf_counter()
-    with bench_kernels.PeakRss() as peak:
+    with harness.PeakRss() as peak:
         result = selector.select(batch)
     seconds = time.perf_counter() - start
     plan = result.memory_plan
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny Llama and small caps (smoke test)")
     parser.add_argument("--caps", help=f"comma-separated caps ('none' = the default) [{CAPS}; quick {QUICK_CAPS}]")
-    parser.add_argument("--shape", help="bench_kernels.py shape flags instead of the default Llama, e.g. "
+    parser.add_argument("--shape", help="model shape flags (as bench_kernels.py) instead of the default Llama, e.g. "
                         "'--arch llama --layers 4 --hidden 512 --heads 8 --intermediate 1408 --vocab 32000 --n 16 "
                         "--length 256'")  # fmt: skip
     parser.add_argument("--engine", default="hooks", help="kernel engine [hooks]")

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_memory.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_memory.py"
+
+
+@pytest.fixture(autouse=True)
+def benchmarks_importable(monkeypatch):
+    """As when run as ``python benchmarks/bench_memory.py``: its folder (with harness.py) is on sys.path, here
+    and in the processes it spawns."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
 
 
 def test_quick_run_holds_its_cap_and_reports_the_plan(tmp_path, capsys):

@@ -1,11 +1,10 @@
-"""benchmarks/compare_picks.py: subset choice, statistics, and a smoke run end to end that resumes."""
+"""benchmarks/compare_picks/: subset choice, statistics, and a smoke run end to end that resumes."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +12,11 @@ import torch
 from peft import LoraConfig
 from transformers import BertForSequenceClassification
 
-from peft_ntk_select import SelectionResult, rank_subsets
+from benchmarks.compare_picks import choosing, main, statistics, training
+from peft_ntk_select import SelectionResult
 from peft_ntk_select.candidates import Candidate
-from peft_ntk_select.result import config_with_targets, ranked
-from peft_ntk_select.search.objectives import OBJECTIVES
-from peft_ntk_select.search.scoring import objective_values
-from tests.helpers import load_script
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_picks.py"
-
-
-cp = load_script(SCRIPT)
+from peft_ntk_select.search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
+from peft_ntk_select.settings import RankingSettings
 
 
 def tiny_result(layers: int = 4, budget: int = 3) -> SelectionResult:
@@ -38,14 +31,10 @@ def tiny_result(layers: int = 4, budget: int = 3) -> SelectionResult:
     factors = torch.randn(len(candidates), n, 3, generator=generator, dtype=torch.float64)
     contributions = factors @ factors.transpose(1, 2)
     base = torch.eye(n, dtype=torch.float64) * 10
-    found = rank_subsets(contributions, base, sigma=1e-4, budget=budget)
     config = LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS")
-    ranking = [ranked(entry, candidates) for entry in found.ranking]
-    best = [c for c in candidates if c.name in ranking[0].modules]
-    return SelectionResult(candidates=candidates, ranking=ranking, lora_config=config_with_targets(config, best),
-                           base_kernel=base, contributions=contributions, adapter_init={}, sigma=1e-4, seed=0,
-                           sample_indices=list(range(n)), engine="func", output="trace", budget=budget,
-                           certificate=found.certificate)  # fmt: skip
+    settings = RankingSettings(budget=budget, sigma=1e-4, search="exhaustive")  # the script's selection
+    return SelectionResult.from_kernels(candidates, base, contributions, config, settings=settings, seed=0,
+                                        sample_indices=list(range(n)), engine="func", output_mode="trace")  # fmt: skip
 
 
 def by_role(placements, role):
@@ -53,7 +42,7 @@ def by_role(placements, role):
 
 
 def short(placement, result):
-    names = cp.short_names(result.candidates)
+    names = choosing.short_names(result.candidates)
     return [names[m] for m in placement.modules]
 
 
@@ -62,45 +51,45 @@ def short(placement, result):
 
 def test_ranked_subsets_are_evenly_spaced_and_include_top_and_bottom():
     result = tiny_result()
-    placements = cp.choose_subsets(result, n_ranked=10, n_random=0, baselines=())
+    placements = choosing.choose_subsets(result, n_ranked=10, n_random=0, baselines=())
     ranks = sorted(p.rank for p in placements)
     assert len(placements) == 10 and ranks[0] == 0 and ranks[-1] == len(result.ranking) - 1 == 219
     assert [p.rank for p in by_role(placements, "top")] == [0]
     assert [p.rank for p in by_role(placements, "bottom")] == [219]
     assert max(np.diff(ranks)) - min(np.diff(ranks)) <= 1
-    assert cp.ranked_positions(220, 1) == [0]
+    assert choosing.ranked_positions(220, 1) == [0]
 
 
 def test_random_subsets_are_distinct_members_of_the_space_and_seeded():
     result = tiny_result()
     space = {frozenset(entry.modules) for entry in result.ranking}
-    placements = by_role(cp.choose_subsets(result, n_ranked=2, n_random=8, seed=3, baselines=()), "random")
+    placements = by_role(choosing.choose_subsets(result, n_ranked=2, n_random=8, seed=3, baselines=()), "random")
     assert len(placements) == 8 and len({p.modules for p in placements}) == 8
     assert all(frozenset(p.modules) in space and p.rank is not None for p in placements)
-    again = by_role(cp.choose_subsets(result, n_ranked=2, n_random=8, seed=3, baselines=()), "random")
+    again = by_role(choosing.choose_subsets(result, n_ranked=2, n_random=8, seed=3, baselines=()), "random")
     assert [p.key for p in again] == [p.key for p in placements]
 
 
 def test_last_and_first_layer_baselines_prefer_query_and_value():
     result = tiny_result()
-    placements = cp.choose_subsets(result, n_ranked=2, n_random=0, baselines=("last_layers", "first_layers"))
+    placements = choosing.choose_subsets(result, n_ranked=2, n_random=0, baselines=("last_layers", "first_layers"))
     assert sorted(short(by_role(placements, "last_layers")[0], result)) == ["L2.q", "L3.q", "L3.v"]
     assert sorted(short(by_role(placements, "first_layers")[0], result)) == ["L0.q", "L0.v", "L1.q"]
     only_keys = [c for c in result.candidates if c.kind == "k" or c.layer == 0]
-    assert [c.kind for c in cp.layer_pick(only_keys, 3, last=True)] == ["q", "v", "k"]  # k only when q/v run out
+    assert [c.kind for c in choosing.layer_pick(only_keys, 3, last=True)] == ["q", "v", "k"]  # k only when q/v run out
 
 
 def test_kappa_baseline_takes_the_best_ranked_candidates_of_peft_order():
     result = tiny_result()
     names = [c.name for c in result.candidates]
     order = ["classifier", names[5], "encoder.layer.0.output.dense", names[1], names[7], names[0]]
-    placements = cp.choose_subsets(result, n_ranked=2, n_random=0, kappa_order=order, baselines=("kappa",))
+    placements = choosing.choose_subsets(result, n_ranked=2, n_random=0, kappa_order=order, baselines=("kappa",))
     assert set(by_role(placements, "kappa")[0].modules) == {names[5], names[1], names[7]}
 
 
 def test_default_placement_and_head_only_are_planned_outside_the_space():
     result = tiny_result()
-    placements = cp.choose_subsets(result, n_ranked=2, n_random=0, baselines=("default", "head_only"))
+    placements = choosing.choose_subsets(result, n_ranked=2, n_random=0, baselines=("default", "head_only"))
     default = next(p for p in placements if p.key == "default")
     assert len(default.modules) == 8 and {m.rsplit(".", 1)[-1] for m in default.modules} == {"query", "value"}
     assert default.rank is None and default.lora_params == 8 * 256
@@ -111,14 +100,14 @@ def test_default_placement_and_head_only_are_planned_outside_the_space():
 
 def test_a_subset_chosen_twice_is_trained_once_with_both_roles():
     result = tiny_result()
-    placements = cp.choose_subsets(result, n_ranked=10, n_random=220, baselines=())
+    placements = choosing.choose_subsets(result, n_ranked=10, n_random=220, baselines=())
     assert len(placements) == 220
     assert "random" in by_role(placements, "top")[0].roles
 
 
 def test_unknown_baseline_is_refused():
-    with pytest.raises(cp.BenchmarkError, match="unknown baselines"):
-        cp.choose_subsets(tiny_result(), baselines=("everything",))
+    with pytest.raises(choosing.BenchmarkError, match="unknown baselines"):
+        choosing.choose_subsets(tiny_result(), baselines=("everything",))
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -126,37 +115,39 @@ def test_unknown_baseline_is_refused():
 
 def test_spearman_with_ties_matches_a_hand_computation():
     x, y = [1.0, 2.0, 2.0, 3.0], [1.0, 3.0, 2.0, 4.0]
-    assert cp.average_ranks(x).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert statistics.average_ranks(x).tolist() == [1.0, 2.5, 2.5, 4.0]
     # ranks x: 1, 2.5, 2.5, 4; ranks y: 1, 3, 2, 4; centred: (-1.5, 0, 0, 1.5) and (-1.5, .5, -.5, 1.5)
-    assert cp.spearman(x, y) == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))
-    assert cp.spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
-    assert math.isnan(cp.spearman([1, 1, 1], [1, 2, 3]))
+    assert statistics.spearman(x, y) == pytest.approx(4.5 / math.sqrt(4.5 * 5.0))
+    assert statistics.spearman([3, 1, 2], [30, 10, 20]) == pytest.approx(1.0)
+    assert math.isnan(statistics.spearman([1, 1, 1], [1, 2, 3]))
 
 
 def test_kendall_is_tau_b_and_the_batched_version_matches_the_library():
     # pairs: (1,2) concordant, (1,3) concordant, (2,3) tied in x: tau-b = 2 / sqrt(2 * 3)
-    assert cp.kendall([1.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / math.sqrt(6))
+    assert statistics.kendall([1.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == pytest.approx(2 / math.sqrt(6))
     rows = np.random.default_rng(0).integers(0, 4, size=(2, 5, 9)).astype(float)  # many ties
-    batched = cp.kendall_rows(rows[0], rows[1])
-    assert batched == pytest.approx([cp.kendall(a, b) for a, b in zip(rows[0], rows[1], strict=True)])
-    assert cp.spearman_rows(rows[0], rows[1]) == pytest.approx([cp.spearman(a, b) for a, b in zip(*rows, strict=True)])
+    batched = statistics.kendall_rows(rows[0], rows[1])
+    assert batched == pytest.approx([statistics.kendall(a, b) for a, b in zip(rows[0], rows[1], strict=True)])
+    assert statistics.spearman_rows(rows[0], rows[1]) == pytest.approx(
+        [statistics.spearman(a, b) for a, b in zip(*rows, strict=True)]
+    )
 
 
 def test_bootstrap_interval_contains_the_point_estimate():
     generator = np.random.default_rng(0)
     x = generator.normal(size=20)
     y = x + generator.normal(size=20)
-    row = cp.correlation(x, y, draws=500, seed=1)
+    row = statistics.correlation(x, y, draws=500, seed=1)
     assert row["n"] == 20
     assert row["spearman_low"] <= row["spearman"] <= row["spearman_high"]
     assert row["kendall_low"] <= row["kendall"] <= row["kendall_high"]
-    assert row == cp.correlation(x, y, draws=500, seed=1)  # seeded
+    assert row == statistics.correlation(x, y, draws=500, seed=1)  # seeded
 
 
 def test_correlation_drops_missing_scores_and_needs_three_pairs():
-    row = cp.correlation([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, 3.0, 5.0], draws=10)
+    row = statistics.correlation([1.0, np.nan, 3.0, 4.0], [1.0, 2.0, 3.0, 5.0], draws=10)
     assert row["n"] == 3 and row["spearman"] == pytest.approx(1.0)
-    assert math.isnan(cp.correlation([1.0, 2.0], [1.0, 2.0])["spearman"])
+    assert math.isnan(statistics.correlation([1.0, 2.0], [1.0, 2.0])["spearman"])
 
 
 def _row(key, roles, accuracy):
@@ -168,7 +159,7 @@ def _row(key, roles, accuracy):
 def test_top_pick_is_paired_by_seed_against_the_median_of_random_subsets():
     rows = [_row("a", "top", {0: 0.7, 1: 0.6}), _row("b", "random", {0: 0.5, 1: 0.9}),
             _row("c", "random", {0: 0.6, 1: 0.5}), _row("d", "random", {0: 0.8, 1: 0.7})]  # fmt: skip
-    table = cp.compare_to_baselines(rows, [0, 1])
+    table = statistics.compare_to_baselines(rows, [0, 1])
     assert table[0]["baseline"].startswith("random (median of 3)")
     assert table[0]["accuracy"] == pytest.approx(0.65) and table[0]["wins"] == 1 and table[0]["seeds"] == 2
 
@@ -176,13 +167,13 @@ def test_top_pick_is_paired_by_seed_against_the_median_of_random_subsets():
 def test_sanity_check_fails_when_the_default_placement_does_not_beat_head_only():
     learned = [_row("default", "default", {0: 0.72, 1: 0.70}), _row("head_only", "head_only", {0: 0.60, 1: 0.61})]
     flat = [_row("default", "default", {0: 0.56, 1: 0.55}), _row("head_only", "head_only", {0: 0.55, 1: 0.55})]
-    assert cp.sanity_check(learned, 0.02, 0.5)["passed"] is True
-    assert cp.sanity_check(flat, 0.02, 0.5)["passed"] is False
+    assert statistics.sanity_check(learned, 0.02, 0.5)["passed"] is True
+    assert statistics.sanity_check(flat, 0.02, 0.5)["passed"] is False
 
 
 def test_head_only_trains_only_the_classifier(model_dir):
     model = BertForSequenceClassification.from_pretrained(model_dir)
-    cp.freeze_all_but_head(model)
+    training.freeze_all_but_head(model)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
 
 
@@ -192,7 +183,7 @@ def test_head_only_trains_only_the_classifier(model_dir):
 def test_smoke_run_writes_every_output_and_a_rerun_trains_nothing(model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     argv = ["--smoke", "--model", str(model_dir), "--output", str(out), "--no-progress"]
-    summary = cp.main(argv)
+    summary = main.main(argv)
     printed = capsys.readouterr().out
     assert {p.name for p in out.iterdir()} >= {"runs.csv", "subsets.csv", "summary.json", "compare_picks.png",
                                                "config.json", "selection.json", "selection_lora",
@@ -219,9 +210,9 @@ def test_smoke_run_writes_every_output_and_a_rerun_trains_nothing(model_dir, tmp
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run or selection was repeated")
 
-    monkeypatch.setattr(cp, "train_subset", must_not_run)
-    monkeypatch.setattr(cp, "NTKSelector", must_not_run)
-    again = cp.main(argv)
+    monkeypatch.setattr(main, "train_subset", must_not_run)
+    monkeypatch.setattr(main, "NTKSelector", must_not_run)
+    again = main.main(argv)
     assert (out / "runs.csv").read_text().count("\n") == len(runs) + 1
     assert [row["eval_accuracy"] for row in again["subsets"]] == [row["eval_accuracy"] for row in summary["subsets"]]
 
@@ -238,10 +229,10 @@ def test_text_pairs_from_a_csv_and_a_changed_setting_is_refused(model_dir, tmp_p
             "--text-pair-column", "hypothesis", "--label-column", "gold", "--train-size", "24", "--eval-size", "12",
             "--random", "0", "--baselines", "head_only", "--picks", "none", "--output", str(out),
             "--no-progress"]  # fmt: skip
-    summary = cp.main(argv)
+    summary = main.main(argv)
     assert {row["key"] for row in summary["subsets"]} >= {"head_only"} and len(summary["subsets"]) == 3
-    with pytest.raises(cp.BenchmarkError, match="other settings"):
-        cp.main([*argv, "--lr", "1e-2"])
+    with pytest.raises(choosing.BenchmarkError, match="other settings"):
+        main.main([*argv, "--lr", "1e-2"])
 
 
 def test_a_line_cut_short_by_an_interruption_is_skipped_and_the_next_run_appends_cleanly(tmp_path):
@@ -249,39 +240,40 @@ def test_a_line_cut_short_by_an_interruption_is_skipped_and_the_next_run_appends
     row = {"key": "a", "seed": 0, "roles": "top", "modules": "m", "lora_params": 1, "trainable_params": 2, "steps": 3,
            "train_loss": 0.5, "final_train_loss": 0.4, "eval_loss": 0.6, "eval_accuracy": 0.7, "train_seconds": 1.0,
            "eval_seconds": 0.1}  # fmt: skip
-    cp.append_run(path, row)
+    training.append_run(path, row)
     with path.open("a") as handle:
         handle.write("b,0,ran")  # killed mid-write
-    assert [r["key"] for r in cp.read_runs(path)] == ["a"]
-    cp.append_run(path, {**row, "key": "c", "seed": 1})
-    assert [(r["key"], r["seed"]) for r in cp.read_runs(path)] == [("a", 0), ("c", 1)]
+    assert [r["key"] for r in training.read_runs(path)] == ["a"]
+    training.append_run(path, {**row, "key": "c", "seed": 1})
+    assert [(r["key"], r["seed"]) for r in training.read_runs(path)] == [("a", 0), ("c", 1)]
 
 
-def test_objective_scores_are_the_library_objectives_on_the_results_kernels():
+def test_objective_scores_are_each_objectives_score_in_the_reranked_result():
     result = tiny_result()
     modules = result.ranking[5].modules
-    scores = cp.objective_scores(result, modules)
-    position = {c.name: i for i, c in enumerate(result.candidates)}
-    subset = [tuple(sorted(position[m] for m in modules))]
-    ratio = objective_values(result.contributions, result.base_kernel, subset, OBJECTIVES["max_ratio"], sigma=1e-4)
-    assert scores["objective_min_ratio"] == scores["objective_max_ratio"] == float(ratio[0])
-    assert scores["objective_min_ratio"] == pytest.approx(result.ranking[5].ratio, rel=1e-12)
+    reranked = choosing.rerankings(result, list(OBJECTIVES))
+    assert set(reranked) == {name for name, o in OBJECTIVES.items() if not o.needs_targets}  # no labels: left out
+    scores = statistics.objective_scores(reranked, modules)
+    assert scores["objective_min_ratio"] == scores["objective_max_ratio"] == pytest.approx(result.ranking[5].ratio)
+    assert scores["objective_min_kappa"] == pytest.approx(result.ranking[5].kappa)
     assert scores["objective_min_risk"] is None  # no labels in this result
-    assert all(value is None for value in cp.objective_scores(result, []).values())
+    assert all(value is None for value in statistics.objective_scores(reranked, []).values())
 
 
 def test_each_objective_picks_its_best_subset_of_the_ranked_space():
     result = tiny_result()
-    picks = cp.objective_picks(result, list(OBJECTIVES))
+    assert result.objective == DEFAULT_OBJECTIVE == "max_ratio"
+    picks = choosing.objective_picks(result, list(OBJECTIVES))
     assert set(picks) == {name for name, o in OBJECTIVES.items() if not o.needs_targets}  # no labels: skipped
+    reranked = choosing.rerankings(result, list(picks))
     for name, modules in picks.items():
-        values = [cp.objective_scores(result, entry.modules)[f"objective_{name}"] for entry in result.ranking]
+        values = [statistics.objective_scores(reranked, e.modules)[f"objective_{name}"] for e in result.ranking]
         best = max(values) if OBJECTIVES[name].maximize else min(values)
-        assert cp.objective_scores(result, modules)[f"objective_{name}"] == best
-    assert picks["min_ratio"] == tuple(result.ranking[0].modules)
-    assert picks["max_ratio"] == tuple(result.ranking[-1].modules)
-    placements = cp.choose_subsets(result, n_ranked=2, n_random=0, baselines=(), picks=picks)
-    assert "pick:min_ratio" in placements[0].roles and "pick:max_ratio" in placements[1].roles
+        assert statistics.objective_scores(reranked, modules)[f"objective_{name}"] == best
+    assert picks["max_ratio"] == tuple(result.ranking[0].modules)
+    assert picks["min_ratio"] == tuple(result.ranking[-1].modules)
+    placements = choosing.choose_subsets(result, n_ranked=2, n_random=0, baselines=(), picks=picks)
+    assert "pick:max_ratio" in placements[0].roles and "pick:min_ratio" in placements[1].roles
 
 
 def test_objective_table_orients_rho_and_counts_wins_over_the_median_random_subset():
@@ -294,7 +286,7 @@ def test_objective_table_orients_rho_and_counts_wins_over_the_median_random_subs
         {"score": "objective_max_ratio", "outcome": "eval_accuracy", "n": 4, "spearman": 0.8,
          "spearman_low": 0.2, "spearman_high": 0.9},
     ]  # fmt: skip
-    table = {row["objective"]: row for row in cp.objective_table(rows, correlation_rows, [0, 1])}
+    table = {row["objective"]: row for row in statistics.objective_table(rows, correlation_rows, [0, 1])}
     assert (table["max_ratio"]["spearman"], table["max_ratio"]["spearman_low"]) == (0.8, 0.2)
     assert (table["min_ratio"]["spearman"], table["min_ratio"]["spearman_low"], table["min_ratio"]["spearman_high"]) \
         == (-0.8, -0.9, -0.2)  # fmt: skip
