@@ -19,7 +19,6 @@ the plan's estimated peak) and the wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
@@ -118,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                         "--length 256'")  # fmt: skip
     parser.add_argument("--engine", default="hooks", help="kernel engine [hooks]")
     parser.add_argument("--threads", type=int, help="torch threads per run [torch default]")
-    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--json", type=Path, help="also write the rows, with date, machine and versions, to this file")
     args = parser.parse_args(argv)
     shape = args.shape.split() if args.shape else QUICK_SHAPE if args.quick else SHAPE
     caps = [cap.strip() for cap in (args.caps or (QUICK_CAPS if args.quick else CAPS)).split(",") if cap.strip()]
@@ -132,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
               f"shape {' '.join(shape)}")  # fmt: skip
     print(report(rows))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        harness.write_result(args.json, {"what": "benchmarks/bench_memory.py", **harness.metadata(), "shape": shape,
+                                         "engine": args.engine, "threads": args.threads, "rows": rows})  # fmt: skip
     return rows
 
 
