@@ -1,0 +1,242 @@
+"""README.md: every figure is read from a committed result file (benchmarks/results/, benchmarks/gpu/results/)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+
+import pytest
+
+from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
+
+README = read("README.md")
+REVIEWS = RESULTS / "compare_picks_minilm_reviews"
+PARTY = RESULTS / "compare_picks_minilm_convention_party"
+
+
+def _summary(folder):
+    return load(folder / "summary.json")
+
+
+def _objective(summary, name):
+    return next(row for row in summary["objectives"] if row["objective"] == name)
+
+
+def _baseline(summary, start):
+    return next(row for row in summary["baselines"] if row["baseline"].startswith(start))
+
+
+def _correlation(summary, score):
+    return next(c for c in summary["correlations"] if c["score"] == score and c["outcome"] == "eval_accuracy")
+
+
+def _budget_subsets(summary):
+    """Every trained subset of the budget (3 modules), best held-out accuracy first."""
+    size = summary["subsets"][0]["lora_params"]
+    rows = [s for s in summary["subsets"] if s["lora_params"] == size and s.get("eval_accuracy") is not None]
+    return sorted(rows, key=lambda s: -s["eval_accuracy"])
+
+
+def _minutes(summary):
+    seconds = summary["fine_tuning_seconds"]
+    return (seconds["train_total"] + seconds["eval_total"]) / 60
+
+
+def test_the_first_lines_are_the_two_make_commands():
+    assert README.splitlines()[3:5] == [
+        "make demo   # fresh machine: sets up .venv, ranks LoRA placements for real MiniLM on real movie reviews "
+        "(offline)",
+        "make test   # fresh machine: sets up .venv and runs the test suite",
+    ]
+
+
+def test_usage_quotes_the_ratio_spearman_of_the_demo_task():
+    (rho,) = find(README, r"ranked the others well \(Spearman ([+\-−][\d.]+) with held-out accuracy\)")
+    check(rho, _correlation(_summary(REVIEWS), "ratio")["spearman"], "Spearman")
+
+
+def test_which_objective_prose_matches_both_tasks():
+    text = section(README, "### Which objective")
+    reviews, party = _summary(REVIEWS), _summary(PARTY)
+    best = [_objective(s, "max_ratio") for s in (reviews, party)]
+    (mean,) = find(text, r"best mean ρ \(([+\-][\d.]+)\)")
+    check(mean, statistics.mean(row["spearman"] for row in best), "mean rho of max_ratio")
+    wins = find(text, r"every seed of both tasks \((\d)/(\d), (\d)/(\d)\)")
+    assert wins == tuple(str(v) for row in best for v in (row["wins_over_median_random"], row["seeds"]))
+    (risk_mean,) = find(text, r"close\s+behind \(([+\-][\d.]+), same picks\)")
+    check(risk_mean, statistics.mean(_objective(s, "min_risk")["spearman"] for s in (reviews, party)), "min_risk")
+    assert all(_objective(s, "min_risk")["pick"] == _objective(s, "max_ratio")["pick"] for s in (reviews, party))
+    loo_party, loo_place, loo_reviews, best_random = find(
+        text, r"convention_party, ([\d.]+); (\w+) on reviews, ([\d.]+) against ([\d.]+) for the best random one"
+    )
+    party_best = _budget_subsets(party)[0]
+    assert "pick:min_loo_error" in party_best["roles"]
+    check(loo_party, party_best["eval_accuracy"], "min_loo_error pick, convention_party")
+    order = [s["key"] for s in _budget_subsets(reviews)]
+    place = order.index(_objective(reviews, "min_loo_error")["pick"])
+    assert loo_place == ["first", "second", "third", "fourth"][place]
+    check(loo_reviews, _objective(reviews, "min_loo_error")["pick_accuracy"], "min_loo_error pick, reviews")
+    randoms = [s for s in _budget_subsets(reviews) if s["roles"] == "random"]
+    check(best_random, randoms[0]["eval_accuracy"], "best random subset, reviews")
+    margins = find(text, r"median random subset are small \(([+\-][\d.]+) and ([+\-][\d.]+)\)")
+    for printed, row in zip(margins, best, strict=True):
+        check(printed, row["pick_accuracy"] - row["median_random_accuracy"], "margin over random")
+    rhos = find(text, r"points the wrong way on both tasks\*\* \(ρ ([+\-−][\d.]+) and ([+\-−][\d.]+)\)")
+    for printed, summary in zip(rhos, (reviews, party), strict=True):
+        check(printed, _objective(summary, "min_ratio")["spearman"], "min_ratio rho")
+    heads = find(text, r"head alone \(([\d.]+) against ([\d.]+); ([\d.]+) against ([\d.]+)\)")
+    for i, summary in enumerate((reviews, party)):
+        check(heads[2 * i], _objective(summary, "min_ratio")["pick_accuracy"], "min_ratio pick")
+        check(heads[2 * i + 1], _baseline(summary, "head only")["accuracy"], "head only")
+
+
+def test_the_reproduce_line_gives_both_tasks_fine_tuning_minutes():
+    text = section(README, "### Which objective")
+    first, second = find(text, r"Reproduce \((\d+) and (\d+) minutes of fine-tuning and evaluation")
+    check(first, _minutes(_summary(REVIEWS)), "reviews minutes")
+    check(second, _minutes(_summary(PARTY)), "convention_party minutes")
+
+
+def _pick(name):
+    return lambda s: (_objective(s, name)["pick_accuracy"], _objective(s, name)["pick_accuracy_std"])
+
+
+def _base(start):
+    return lambda s: (_baseline(s, start)["accuracy"], _baseline(s, start)["accuracy_std"])
+
+
+PLACEMENTS = {
+    "lowest ratio": _pick("min_ratio"),
+    "**highest ratio": _pick("max_ratio"),
+    "pick of `max_alignment`": _pick("max_alignment"),
+    "random subsets": _base("random"),
+    "PEFT `find_kappa": _base("PEFT KappaTune"),
+    "first layers": _base("first layers"),
+    "last layers": _base("last layers"),
+    "PEFT default": _base("default"),
+    "head only": _base("head only"),
+}
+
+
+def test_does_the_pick_help_table_is_the_reviews_summary():
+    summary = _summary(REVIEWS)
+    rows = table(section(README, "### Does the pick help?"), "placement")
+    assert len(rows) == len(PLACEMENTS)
+    for (placement, _, accuracy), (start, measured) in zip(rows, PLACEMENTS.items(), strict=True):
+        assert placement.startswith(start), placement
+        mean, std = (part.strip("* ") for part in accuracy.split("±"))
+        value, spread = measured(summary)
+        check(mean, value, placement)
+        check(std, spread, placement)
+    (rank,) = find(rows[2][0], r"\(rank (\d+)\)")
+    assert int(rank) == _objective(summary, "max_alignment")["pick_rank"]
+    assert [int(r[1].replace(",", "")) for r in rows] == [18432] * 7 + [_baseline(summary, "default")["lora_params"], 0]
+
+
+SCORES = {
+    "spectral ratio": "ratio",
+    "λmax(S_C), expected kernel": "expected_objective_max_lambda_max",
+    "kernel-target alignment": "objective_max_alignment",
+    "kernel-ridge training risk": "risk",
+    "leave-one-out regression error": "objective_min_loo_error",
+    "Theorem 1 upper bound": "risk_upper",
+    "κ(K + S_C + σI)": "kappa",
+    "effective rank of S_C": "objective_max_effective_rank",
+}
+
+
+def test_the_correlation_table_is_the_reviews_summary():
+    summary = _summary(REVIEWS)
+    rows = table(section(README, "### Does the pick help?"), "score (over the 18 ranked and random subsets)")
+    for (label, rho, tau), (start, score) in zip(rows, SCORES.items(), strict=False):
+        assert label.startswith(start), label
+        measured = _correlation(summary, score)
+        for cell, name in ((rho, "spearman"), (tau, "kendall")):
+            point, low, high = find(cell, r"([+\-−][\d.]+)\** \[([+\-−][\d.]+), ([+\-−][\d.]+)\]")
+            for printed, key in ((point, name), (low, f"{name}_low"), (high, f"{name}_high")):
+                check(printed, measured[key], f"{label} {key}")
+    label, value, _ = rows[-1]
+    assert label == "leave-one-out kernel-regression accuracy"
+    (loo,) = find(value, r"undefined: ([\d.]+) for every subset")
+    (value,) = {s["accuracy"] for s in summary["subsets"] if s["accuracy"] is not None}
+    check(loo, value, "LOO accuracy")
+
+
+def test_does_the_pick_help_prose():
+    text = section(README, "### Does the pick help?")
+    summary = _summary(REVIEWS)
+    runs, minutes = find(text, r"816 subsets\), (\d+) runs, (\d+) min on 2 CPU cores")
+    assert int(runs) == summary["fine_tuning_seconds"]["runs"]
+    check(minutes, _minutes(summary), "minutes")
+    low, best = _objective(summary, "min_ratio"), _objective(summary, "max_ratio")
+    random, head = _baseline(summary, "random"), _baseline(summary, "head only")
+    rho, pick, below, wins, above = find(
+        text,
+        r"with ρ = ([+\-][\d.]+).*?trained: ([\d.]+), ([\d.]+) below the median random subset \((\d) wins in 3\s+"
+        r"seeds\) and only ([\d.]+) above",
+    )
+    check(rho, _correlation(summary, "ratio")["spearman"], "rho")
+    check(pick, low["pick_accuracy"], "lowest-ratio pick")
+    check(below, random["accuracy"] - low["pick_accuracy"], "below random")
+    assert int(wins) == low["wins_over_median_random"]
+    check(above, low["pick_accuracy"] - head["accuracy"], "above head only")
+    high, won, seeds, *per_seed = find(
+        text, r"highest-ratio subset \(([\d.]+)\) beat the median\s+random subset in (\d) of (\d) seeds "
+        r"\(([+\-][\d.]+), ([+\-][\d.]+), ([+\-][\d.]+)\)")  # fmt: skip
+    check(high, best["pick_accuracy"], "highest-ratio pick")
+    assert (int(won), int(seeds)) == (best["wins_over_median_random"], best["seeds"])
+    with open(REVIEWS / "runs.csv") as handle:
+        runs_csv = list(csv.DictReader(handle))
+    for seed, printed in enumerate(per_seed):
+        at_seed = [r for r in runs_csv if int(r["seed"]) == seed]
+        randoms = [float(r["eval_accuracy"]) for r in at_seed if r["roles"] == "random"]
+        mine = next(float(r["eval_accuracy"]) for r in at_seed if r["key"] == best["pick"])
+        check(printed, mine - statistics.median(randoms), f"seed {seed}")
+    (default,) = find(text, r"PEFT's default placement \(([\d.]+) with 4× the parameters\)")
+    check(default, _baseline(summary, "default")["accuracy"], "default")
+    strongest, weakest = find(text, r"lower is better, ρ ([+\-−][\d.]+) to ([+\-−][\d.]+)\)")
+    rhos = [_correlation(summary, s)["spearman"] for s in ("risk", "risk_upper", "kappa", "objective_min_loo_error")]
+    check(strongest, max(rhos), "weakest of the four")
+    check(weakest, min(rhos), "strongest of the four")
+    (rank_rho,) = find(text, r"points the wrong way \(ρ ([+\-−][\d.]+)\)")
+    check(rank_rho, _correlation(summary, "objective_max_effective_rank")["spearman"], "effective rank")
+    lora_s, expected_s, run_s, all_runs, all_minutes, every = find(
+        text, r"selection took ([\d.]+) s \(`lora`\) and ([\d.]+) s \(`expected`\) for all 816 subsets; one "
+        r"fine-tuning\s+run took (\d+) s, the (\d+) runs (\d+) min \(training and evaluation\), and training every "
+        r"subset once\s+would take about ([\d.]+) h")  # fmt: skip
+    check(lora_s, summary["times"]["lora"], "lora selection")
+    check(expected_s, summary["times"]["expected"], "expected selection")
+    check(run_s, summary["fine_tuning_seconds"]["train_mean"], "one run")
+    assert int(all_runs) == summary["fine_tuning_seconds"]["runs"]
+    check(all_minutes, _minutes(summary), "all runs")
+    check(every, summary["selection"]["ranked_subsets"] * summary["fine_tuning_seconds"]["train_mean"] / 3600, "all")
+
+
+def test_the_memory_bullet_is_the_bench_memory_file():
+    rows = {row["cap"]: row for row in load(RESULTS / "bench_memory_llama290m_cpu.json") if "error" not in row}
+    measured = [rows[cap] for cap in ("4GB", "8GB", "none")]
+    *added, low, high = find(
+        README, r"the selection added ([\d,]+), ([\d,]+) and ([\d,]+) MiB to the process, ([\d.]+)–([\d.]+)× below"
+    )
+    for printed, row in zip(added, measured, strict=True):
+        check(printed, row["added"] / 2**20, row["cap"])
+    factors = [row["estimated_peak"] / row["added"] for row in measured]
+    check(low, min(factors), "smallest factor")
+    check(high, max(factors), "largest factor")
+
+
+def test_the_h100_sentence_is_the_gpu_file():
+    run = load("benchmarks/gpu/results/llama_bf16_h100_2026-11-26.json")
+    hooks = next(row for row in run["rows"] if row["key"] == "hooks@32")
+    params, seconds, candidates = find(README, r"one pass over a (\d+)M-parameter Llama in bf16 \(n = 32,\s+T = 512\) "
+                                       r"takes ([\d.]+) s and gives all (\d+) S_l")  # fmt: skip
+    check(params, run["parameters"] / 1e6, "parameters")
+    check(seconds, hooks["wall_s"], "hooks, chunk 32")
+    assert int(candidates) == run["candidates"]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_close_reads_the_printed_precision(value):
+    assert close("0.86", 0.862) and close("1,407", 1407.4) and close("5e-5", 5.4e-5) and close("−0.80", -0.7952)
+    assert not close("0.86", 0.8651) and not close("+0.012", 0.0115 - 1e-9) and not math.isnan(value)
