@@ -1,6 +1,7 @@
 """Brute force against branch and bound on synthetic kernels with a realistic spread of magnitudes.
 
-    .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeats 3] [--threads 1]
+    .venv/bin/python benchmarks/bench_search.py [--seed 0] [--repeats 3] [--threads 1] [--json FILE]
+    .venv/bin/python benchmarks/bench_search.py --markdown benchmarks/results/bench_search_synthetic_cpu.json
 
 Prints, in one run:
 1. brute force (every subset's kernel solved), exhaustive enumeration of the top 10 (every subset
@@ -12,7 +13,14 @@ Prints, in one run:
    subsets, with node counts; then the same candidates under a parameter budget and a structured space,
    and greedy/beam with the gap their certificate leaves;
 4. the objectives that maximise a top eigenvalue (max_ratio, max_lambda_max): exhaustive top 10 against
-   their upper-bound branch and bound on 36 candidates, and branch and bound on the 90.
+   their upper-bound branch and bound on 36 candidates, and branch and bound on the 90;
+5. the causal-LM regime: the same 90 contributions with K = 0 (no head trained in every pick), budget 6,
+   objectives max_ratio (the default) and min_ratio, branch and bound stopped at ``--time-limit`` (60 s),
+   with the gap its certificate leaves, and beam search beside it.
+
+Sections 1, 3 and 4 are the classifier regime (a dominant head kernel K: the bounds are nearly tight); 2 and 5
+have K = 0, where branch and bound may not close. ``--json FILE`` writes every row (regime, objective, space,
+method, time, nodes, kernels solved, optimal, gap) with the date, machine and versions.
 
 The kernels are random PSD n x n matrices (n = 32 samples) shaped like measured ones: a base kernel K
 (the new classifier head) with a dominant top eigenvalue, about 1e3 times the median S_l in trace, and
@@ -23,13 +31,18 @@ orders of magnitude (log-uniform, larger for W_q and for later layers).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
+from pathlib import Path
+from typing import Any
 
+import harness
 import torch
 
-from peft_ntk_select.search.rank import rank_subsets
-from peft_ntk_select.search.spaces import ParamBudget, Structured
+from peft_ntk_select import ParamBudget, Structured, rank_subsets
+
+SEARCH = harness.keyword(rank_subsets, "search", "method")  # the keyword that says how to search
 
 N_SAMPLES = 32
 RANK = 8
@@ -62,8 +75,13 @@ def synthetic_kernels(layers: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     return base, contributions, layer_of, kind_of, num_params
 
 
+ROWS: list[dict[str, Any]] = []
+
+
 def timed(repeats: int, **kw):
-    """Best wall time of ``repeats`` runs of rank_subsets(**kw) (the machine is shared) and the last result."""
+    """Best wall time of ``repeats`` runs of rank_subsets(**kw) (the machine is shared) and the last result.
+    ``kw["method"]`` is passed as the search keyword."""
+    kw = {SEARCH if key == "method" else key: value for key, value in kw.items()}
     best, result = math.inf, None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -72,17 +90,24 @@ def timed(repeats: int, **kw):
     return best, result
 
 
-def line(name: str, seconds: float, result) -> str:
+def line(name: str, seconds: float, result, **record: Any) -> str:
+    """The printed line of one timing; with ``record`` (case, regime, ...) also a row of the JSON file."""
     cert = result.certificate
     bound = "" if cert.lower_bound is None else f" (lower bound {cert.lower_bound:.9f})"
     gap = "" if cert.optimal or cert.gap is None else f", gap {cert.gap:.3g}{bound}"
+    if record:
+        ROWS.append({**record, "method": name, "seconds": seconds, "best_score": cert.best_ratio,
+                     "optimal": cert.optimal, "certified": cert.certified, "gap": cert.gap,
+                     "lower_bound": cert.lower_bound, "nodes": cert.nodes,
+                     "evaluated": cert.evaluated, "space_size": cert.space_size, "stopped": cert.stopped,
+                     "objective": cert.objective, "top": [list(e.indices) for e in result.ranking[:10]]})  # fmt: skip
     return (
         f"  {name:<34} {seconds:8.3f} s   best ratio {cert.best_ratio:.9f}  optimal={cert.optimal}  "
         f"nodes {cert.nodes:,}  evaluated {cert.evaluated:,}{gap}"
     )
 
 
-def compare_with_brute_force(repeats: int, common: dict) -> float:
+def compare_with_brute_force(repeats: int, common: dict, **record: Any) -> float:
     """Print brute force (every subset solved), exhaustive top 10 and branch and bound on budget 4.
 
     Returns the brute-force time. The three must agree on the top 10.
@@ -90,11 +115,11 @@ def compare_with_brute_force(repeats: int, common: dict) -> float:
     brute_s, brute = timed(repeats, **{**common, "top": None}, budget=4, method="exhaustive")
     screened_s, screened = timed(repeats, **common, budget=4, method="exhaustive")
     exact_s, exact = timed(repeats, **common, budget=4, method="exact")
-    print(line("brute force (every subset solved)", brute_s, brute))
-    print(line("exhaustive, top 10 (bounds first)", screened_s, screened))
-    print(line("exact (branch and bound)", exact_s, exact))
     head = [e.indices for e in brute.ranking[:10]]
     same = head == [e.indices for e in screened.ranking] == [e.indices for e in exact.ranking]
+    print(line("brute force (every subset solved)", brute_s, brute, **record))
+    print(line("exhaustive, top 10 (bounds first)", screened_s, screened, **record, same_top10=same))
+    print(line("exact (branch and bound)", exact_s, exact, **record, same_top10=same))
     print(
         f"  same top 10: {same}; branch and bound {brute_s / exact_s:.0f}x faster than brute force, "
         f"{screened_s / exact_s:.1f}x faster than exhaustive top 10"
@@ -102,7 +127,34 @@ def compare_with_brute_force(repeats: int, common: dict) -> float:
     return brute_s
 
 
-def main() -> None:
+def _proof(row: dict[str, Any]) -> str:
+    if row["optimal"]:
+        return "optimal" + ("; same top 10 as the other methods of its case" if row.get("same_top10") else "")
+    text = "no proof" if row["gap"] is None else f"not optimal, gap {row['gap']:.2g}"
+    return text + (" (stopped at its time limit)" if row.get("stopped") == "time_limit" else "")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows of a ``--json`` file as the markdown table of benchmarks/README.md."""
+    lines = ["| regime | case | objective | method | time (s) | nodes | kernels solved | certificate |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for row in rows:
+        seconds = f"{row['seconds']:.3f}" if row["seconds"] < 10 else f"{row['seconds']:.1f}"
+        method = row["method"].split(": ")[-1]
+        lines.append(f"| {row['regime']} | {row['case']} | `{row['objective']}` | {method} | {seconds} | "
+                     f"{row['nodes']:,} | {row['evaluated']:,} | {_proof(row)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def equal_trace(count: int, seed: int) -> torch.Tensor:
+    """``count`` random rank-r contributions of trace 1: no spread of magnitudes."""
+    generator = torch.Generator().manual_seed(seed)
+    factors = torch.randn(count, N_SAMPLES, RANK, generator=generator, dtype=torch.float64)
+    parts = factors @ factors.mT
+    return parts / parts.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs per timing; the best is shown")
@@ -112,23 +164,33 @@ def main() -> None:
         default=1,
         help="torch intra-op threads (default 1: the batches are many small eigensolves)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--time-limit", type=float, default=60.0, help="seconds for each causal-LM search [60]")
+    parser.add_argument("--json", type=Path, help="also write every row, with date, machine and versions")
+    parser.add_argument("--markdown", type=Path, help="only print the table of a --json file (benchmarks/README.md)")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        rows = json.loads(args.markdown.read_text())["rows"]
+        print(markdown(rows))
+        return rows
     torch.set_num_threads(args.threads)
+    ROWS.clear()
+    meta = harness.metadata() if args.json else {}
     sigma = 1e-4
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; n = {N_SAMPLES} samples, float64")
+    classifier = "classifier: dominant head kernel K"
+    causal = "causal LM: K = 0"
 
     base, contributions, *_ = synthetic_kernels(12, args.seed)
     common = {"contributions": contributions, "base_kernel": base, "sigma": sigma, "top": 10}
     print(f"\n36 candidates (12 layers x q/k/v), budget 4: C(36, 4) = {math.comb(36, 4):,} subsets, top 10")
-    per_subset = compare_with_brute_force(args.repeats, common) / math.comb(36, 4)
+    case = {"case": "C(36,4)", "regime": classifier, "candidates": 36, "budget": 4}
+    per_subset = compare_with_brute_force(args.repeats, common, **case) / math.comb(36, 4)
 
-    generator = torch.Generator().manual_seed(args.seed)
-    factors = torch.randn(36, N_SAMPLES, RANK, generator=generator, dtype=torch.float64)
-    hard = factors @ factors.mT
-    hard /= hard.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
-    hard_common = {"contributions": hard, "base_kernel": torch.zeros(N_SAMPLES, N_SAMPLES, dtype=torch.float64)}
+    hard_common = {"contributions": equal_trace(36, args.seed),
+                   "base_kernel": torch.zeros(N_SAMPLES, N_SAMPLES, dtype=torch.float64)}  # fmt: skip
     print("\nhard case: the same search with K = 0 and 36 random S_l of equal trace (no spread)")
-    compare_with_brute_force(args.repeats, {**hard_common, "sigma": sigma, "top": 10})
+    case = {"case": "C(36,4) equal trace", "regime": "K = 0, equal-trace S_l", "candidates": 36, "budget": 4}
+    compare_with_brute_force(args.repeats, {**hard_common, "sigma": sigma, "top": 10}, **case)
 
     base, contributions, layer_of, kind_of, num_params = synthetic_kernels(30, args.seed)
     common = {"contributions": contributions, "base_kernel": base, "sigma": sigma, "top": 10}
@@ -137,27 +199,26 @@ def main() -> None:
         f"\n90 candidates (SmolLM2-like: 30 layers x q/k/v, GQA), budget 6: C(90, 6) = {count:,} subsets, "
         f"top 10 (brute force at the rate above: ~{count * per_subset / 3600:.1f} h)"
     )
+    case = {"case": "C(90,6)", "regime": classifier, "candidates": 90, "budget": 6}
     exact_s, exact = timed(args.repeats, **common, budget=6, method="exact")
-    print(line("exact (branch and bound)", exact_s, exact))
+    print(line("exact (branch and bound)", exact_s, exact, **case))
     print(f"  optimum: candidates {exact.ranking[0].indices}")
     for method, width in (("greedy", 1), ("beam", 8)):
         seconds, result = timed(args.repeats, **common, budget=6, method=method, beam_width=width)
-        print(line(f"{method} (width {width})", seconds, result))
+        print(line(f"{method} (width {width})", seconds, result, **case))
     limited_s, limited = timed(1, **common, budget=6, method="exact", max_nodes=2)
     print(line("exact, max_nodes=2 (interrupted)", limited_s, limited))
 
-    generator = torch.Generator().manual_seed(args.seed)
-    factors = torch.randn(90, N_SAMPLES, RANK, generator=generator, dtype=torch.float64)
-    hard = factors @ factors.mT
-    hard /= hard.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
     zero = torch.zeros(N_SAMPLES, N_SAMPLES, dtype=torch.float64)
     print("  hard case (K = 0, 90 S_l of equal trace), budget 6:")
+    case = {"case": "C(90,6) equal trace", "regime": "K = 0, equal-trace S_l", "candidates": 90, "budget": 6}
     for name, kw in (
         ("exact, time_limit=2 s", {"method": "exact", "time_limit": 2.0}),
         ("beam (width 8)", {"method": "beam"}),
     ):
-        seconds, result = timed(1, contributions=hard, base_kernel=zero, sigma=sigma, top=10, budget=6, **kw)
-        print(line(name, seconds, result))
+        seconds, result = timed(1, contributions=equal_trace(90, args.seed), base_kernel=zero, sigma=sigma, top=10,
+                                budget=6, **kw)  # fmt: skip
+        print(line(name, seconds, result, **case))
 
     q_params, kv_params = max(num_params), min(num_params)
     spaces = [
@@ -174,7 +235,7 @@ def main() -> None:
         size = space.size(90)
         seconds, result = timed(args.repeats, **common, space=space, method="exact")
         print(f"\n90 candidates, {name}: {size:,} subsets, top 10")
-        print(line("exact (branch and bound)", seconds, result))
+        print(line("exact (branch and bound)", seconds, result, case=name, regime=classifier, candidates=90))
 
     for objective in ("max_ratio", "max_lambda_max"):
         print(f"\nobjective={objective} (upper-bound branch and bound):")
@@ -183,12 +244,33 @@ def main() -> None:
                  "objective": objective}  # fmt: skip
         screened_s, screened = timed(args.repeats, **small, budget=4, method="exhaustive")
         exact_s, exact = timed(args.repeats, **small, budget=4, method="exact")
-        print(line("36 candidates, budget 4: exhaustive", screened_s, screened))
-        print(line("36 candidates, budget 4: exact", exact_s, exact))
         same = [e.indices for e in screened.ranking] == [e.indices for e in exact.ranking]
+        case = {"case": "C(36,4)", "regime": classifier, "candidates": 36, "budget": 4, "same_top10": same}
+        print(line("36 candidates, budget 4: exhaustive", screened_s, screened, **case))
+        print(line("36 candidates, budget 4: exact", exact_s, exact, **case))
         print(f"  same top 10: {same}")
         seconds, result = timed(args.repeats, **common, budget=6, method="exact", objective=objective)
-        print(line("90 candidates, budget 6: exact", seconds, result))
+        case = {"case": "C(90,6)", "regime": classifier, "candidates": 90, "budget": 6}
+        print(line("90 candidates, budget 6: exact", seconds, result, **case))
+
+    print(
+        f"\ncausal-LM regime: the 90 contributions above with K = 0, budget 6, branch and bound stopped at "
+        f"{args.time_limit:g} s"
+    )
+    case = {"case": "C(90,6)", "regime": causal, "candidates": 90, "budget": 6}
+    for objective in ("max_ratio", "min_ratio"):
+        lm = {"contributions": contributions, "base_kernel": zero, "sigma": sigma, "top": 10, "objective": objective}
+        seconds, result = timed(1, **lm, budget=6, method="exact", time_limit=args.time_limit)
+        print(line(f"{objective}: exact, time_limit={args.time_limit:g} s", seconds, result, **case,
+                   time_limit=args.time_limit))  # fmt: skip
+        seconds, result = timed(1, **lm, budget=6, method="beam")
+        print(line(f"{objective}: beam (width 8)", seconds, result, **case))
+
+    if args.json:
+        harness.write_result(args.json, {"what": "benchmarks/bench_search.py", **meta, "threads": args.threads,
+                                         "repeats": args.repeats, "seed": args.seed, "rows": ROWS})  # fmt: skip
+        print(f"\nwrote {args.json}")
+    return ROWS
 
 
 if __name__ == "__main__":

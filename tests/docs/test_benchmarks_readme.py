@@ -174,3 +174,39 @@ def test_the_committed_compare_picks_runs_are_described_by_their_summaries():
     size = party["subsets"][0]["lora_params"]
     accuracies = [s["eval_accuracy"] for s in party["subsets"] if s["lora_params"] == size and s.get("eval_accuracy")]
     assert float(lowest) <= min(accuracies) and max(accuracies) <= float(highest)
+
+
+SEARCH = RESULTS / "bench_search_synthetic_cpu.json"
+
+
+def test_the_search_table_is_the_bench_search_file():
+    run = load(SEARCH)
+    text = section(README, "## `bench_search.py`")
+    rows = table(text, "regime")
+    assert len(rows) == len(run["rows"])
+    for cells, row in zip(rows, run["rows"], strict=True):
+        regime, case, objective, method, seconds, nodes, solved, certificate = cells
+        assert (regime, case, objective) == (row["regime"], row["case"], f"`{row['objective']}`")
+        assert row["method"].endswith(method)
+        check(seconds, row["seconds"], f"{case} {method}")
+        assert (int(nodes.replace(",", "")), int(solved.replace(",", ""))) == (row["nodes"], row["evaluated"])
+        assert certificate.startswith("optimal") == row["optimal"]
+        if "gap" in certificate:
+            check(certificate.split("gap ")[1], row["gap"], f"{case} {method} gap")
+        assert ("time limit" in certificate) == (row["stopped"] == "time_limit")
+    exhaustive, brute = find(text, r"returns the exact top 10 in ([\d.]+) s\), \*\*not met\*\* by solving\s+every "
+                             r"subset's eigenproblem \(([\d.]+) s\)")  # fmt: skip
+    check(exhaustive, run["rows"][1]["seconds"], "exhaustive")
+    check(brute, run["rows"][0]["seconds"], "brute force")
+    (limit,) = find(text, r"with K = 0 `max_ratio` did \*\*not\*\* close within (\d+) s")
+    causal = [r for r in run["rows"] if r["regime"].startswith("causal") and r["objective"] == "max_ratio"]
+    assert not causal[0]["optimal"] and causal[0]["stopped"] == "time_limit" and f"={limit} s" in causal[0]["method"]
+    (gap,) = find(text, r"Its certificate's gap is (\d+)")
+    check(gap, causal[0]["gap"], "gap")
+    (beam,) = find(text, r"beam search found the same best\s+subset in ([\d.]+) s")
+    check(beam, causal[1]["seconds"], "beam")
+    assert causal[1]["top"][0] == causal[0]["top"][0]
+    date = run["date"][:10]
+    assert f"Measured {date} on {run['machine']['nproc']} shared cores (`{run['machine']['cpu_model']}`" in text
+    (load_start,) = find(text, r"load average ([\d.]+) at the start")
+    check(load_start, run["loadavg_start"][0], "load average")

@@ -240,3 +240,40 @@ def test_the_h100_sentence_is_the_gpu_file():
 def test_close_reads_the_printed_precision(value):
     assert close("0.86", 0.862) and close("1,407", 1407.4) and close("5e-5", 5.4e-5) and close("−0.80", -0.7952)
     assert not close("0.86", 0.8651) and not close("+0.012", 0.0115 - 1e-9) and not math.isnan(value)
+
+
+def test_the_search_section_states_the_regime_of_each_timing():
+    run = load(RESULTS / "bench_search_synthetic_cpu.json")
+    text = section(README, "### Search spaces and search")
+
+    def row(regime, case, objective, method=""):
+        return next(r for r in run["rows"] if r["regime"].startswith(regime) and r["case"] == case
+                    and r["objective"] == objective and method in r["method"])  # fmt: skip
+
+    (date,) = find(text, r"2 shared cores, (\d{4}-\d\d-\d\d);")
+    assert run["date"].startswith(date)
+    count, low, high, lam = find(text, r"\*\*A classifier\*\*.*?C\(90, 6\) = (\d+) million subsets of a\s+SmolLM2-like "
+                                 r"model are searched exactly in ([\d.]+) s \(`min_ratio`\), ([\d.]+) s \(`max_ratio`\)"
+                                 r" and (\d+) s")  # fmt: skip
+    assert int(count) == math.comb(90, 6) // 10**6
+    check(low, row("classifier", "C(90,6)", "min_ratio", "exact")["seconds"], "min_ratio C(90,6)")
+    check(high, row("classifier", "C(90,6)", "max_ratio", "exact")["seconds"], "max_ratio C(90,6)")
+    check(lam, row("classifier", "C(90,6)", "max_lambda_max", "exact")["seconds"], "max_lambda_max C(90,6)")
+    subsets, top, every = find(text, r"top 10 of C\(36, 4\) = ([\d,]+)\s+subsets in ([\d.]+) s, against ([\d.]+) s")
+    assert int(subsets.replace(",", "")) == math.comb(36, 4)
+    check(top, row("classifier", "C(36,4)", "min_ratio", "exhaustive")["seconds"], "exhaustive top 10")
+    check(every, row("classifier", "C(36,4)", "min_ratio", "brute")["seconds"], "brute force")
+    closed, limit, nodes, beam = find(text, r"\*\*A causal LM\*\*.*?still closed \(optimal, ([\d.]+) s\).*?stopped at "
+                                      r"the\s+(\d+) s time limit after ([\d,]+) nodes, not proven optimal.*?same best "
+                                      r"subset in\s+([\d.]+) s")  # fmt: skip
+    low_lm = row("causal", "C(90,6)", "min_ratio", "exact")
+    assert low_lm["optimal"]
+    check(closed, low_lm["seconds"], "causal min_ratio")
+    high_lm = row("causal", "C(90,6)", "max_ratio", "exact")
+    assert (
+        not high_lm["optimal"] and high_lm["stopped"] == "time_limit" and f"time_limit={limit} s" in high_lm["method"]
+    )
+    assert int(nodes.replace(",", "")) == high_lm["nodes"]
+    (gap,) = find(text, r"the certificate's gap is (\d+)")
+    check(gap, high_lm["gap"], "gap")
+    check(beam, row("causal", "C(90,6)", "max_ratio", "beam")["seconds"], "beam")
