@@ -12,9 +12,7 @@ from .rank import (
     Certificate,
     SearchResult,
     admissible_space,
-    check_exhaustive,
     rank_subsets,
-    resolve_search,
 )
 from .scoring import ScoredSubset, check_sigma, objective_values, score_subsets
 from .spaces import Budget, InvalidSpaceError, ParamBudget, SearchSpace, Structured
@@ -37,12 +35,10 @@ __all__ = [
     "SearchSpace",
     "Structured",
     "admissible_space",
-    "check_exhaustive",
     "check_sigma",
     "get_objective",
     "objective_values",
     "rank_subsets",
     "regression_targets",
-    "resolve_search",
     "score_subsets",
 ]

@@ -19,7 +19,8 @@ import torch
 from ..errors import InvalidInputError
 
 
-def _symmetric(matrices: torch.Tensor) -> torch.Tensor:
+def symmetric(matrices: torch.Tensor) -> torch.Tensor:
+    """(A + A^T) / 2 over the last two dimensions."""
     return 0.5 * (matrices + matrices.transpose(-1, -2))
 
 
@@ -31,7 +32,7 @@ def _even(kernels: torch.Tensor) -> torch.Tensor:
     batch starts 32-byte aligned, and one subset scores the same in any batch. The extra eigenvalue,
     -(1 + n max|a_ij|), lies below every eigenvalue of the kernel (|lambda| <= n max|a_ij|): it comes first.
     """
-    kernels = _symmetric(kernels.double())
+    kernels = symmetric(kernels.double())
     n = kernels.shape[-1]
     if n % 2 == 0:
         return kernels
@@ -70,9 +71,9 @@ def ritz_lower_bounds(base_kernel: torch.Tensor, contributions: torch.Tensor, su
     2 x 2 blocks and a closed-form eigenvalue. Tight when K dominates every S_l (the classifier head);
     loose when the S_l point in unrelated directions.
     """
-    base, parts = _symmetric(base_kernel.double()), _symmetric(contributions.double())
+    base, parts = symmetric(base_kernel.double()), symmetric(contributions.double())
     typical = base + subsets.shape[1] * parts.mean(0)
-    basis = torch.linalg.eigh(typical)[1][:, -2:]  # (n, p), p = min(2, n)
+    basis = eigen(typical)[1][:, -2:]  # (n, p), p = min(2, n)
     projected = basis.T @ base @ basis + (basis.T @ parts @ basis)[subsets].sum(1)  # (m, p, p)
     if basis.shape[1] == 1:
         return projected[:, 0, 0]

@@ -13,11 +13,15 @@ from peft import LoraConfig
 
 from peft_ntk_select import NTKSelector
 from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
-from peft_ntk_select.search.objectives import OBJECTIVES, get_objective
-from peft_ntk_select.search.rank import rank_subsets
-from peft_ntk_select.search.scoring import objective_values
-from peft_ntk_select.search.spaces import Budget, ParamBudget
-from peft_ntk_select.search.spectral import regression_targets
+from peft_ntk_select.search import (
+    OBJECTIVES,
+    Budget,
+    ParamBudget,
+    get_objective,
+    objective_values,
+    rank_subsets,
+    regression_targets,
+)
 from tests.helpers import make_batch, make_model
 from tests.search.strategies import psd_matrices
 
@@ -90,7 +94,9 @@ def test_each_objective_value_equals_a_direct_computation(problem, name):
 def test_ranking_by_an_objective_is_the_brute_force_order_in_its_direction(problem, name):
     base, parts, targets, budget = problem
     objective = OBJECTIVES[name]
-    found = rank_subsets(parts, base, sigma=SIGMA, budget=budget, targets=targets, objective=name, top=5)
+    found = rank_subsets(
+        parts, base, sigma=SIGMA, budget=budget, targets=targets, objective=name, top=5, search="exact"
+    )
     subsets = list(itertools.combinations(range(parts.shape[0]), budget))
     values = objective_values(parts, base, subsets, objective, sigma=SIGMA, targets=targets).tolist()
     expected = sorted(zip(subsets, values, strict=True), key=lambda item: (-item[1] if objective.maximize else item[1],
@@ -102,16 +108,22 @@ def test_ranking_by_an_objective_is_the_brute_force_order_in_its_direction(probl
 
 @OBJECTIVE_SETTINGS
 @given(problems(), st.sampled_from(sorted(OBJECTIVES)), st.sampled_from(["greedy", "beam"]))
-def test_greedy_and_beam_never_beat_the_exhaustive_best(problem, name, method):
+def test_greedy_and_beam_never_beat_the_exhaustive_best(problem, name, search):
     base, parts, targets, budget = problem
     objective = OBJECTIVES[name]
     best = rank_subsets(parts, base, sigma=SIGMA, budget=budget, targets=targets, objective=name, top=1)[0]
-    found = rank_subsets(parts, base, sigma=SIGMA, budget=budget, targets=targets, objective=name, method=method)
+    found = rank_subsets(parts, base, sigma=SIGMA, budget=budget, targets=targets, objective=name, search=search)
     assert all(len(entry.indices) == budget for entry in found)
     assert float(objective.key(torch.tensor(found[0].score))) >= float(objective.key(torch.tensor(best.score)))
-    assert found.certificate.method == method
-    if name != "min_ratio":  # no bounds: greedy and beam never claim optimality (min_ratio may prove it)
-        assert not found.certificate.optimal and found.certificate.gap is None
+    certificate = found.certificate
+    assert certificate.search == search
+    if objective.bound is None:  # no bounds: greedy and beam never claim optimality
+        assert not certificate.optimal and certificate.gap is None
+    else:  # the bound at the root covers the optimum; proven when the best found meets it
+        room = certificate.gap * (1 + 1e-9) + 1e-12 * abs(best.score)
+        assert abs(best.score - found[0].score) <= room
+        if certificate.optimal:
+            assert found[0].score == pytest.approx(best.score, rel=1e-9)
 
 
 def test_larger_contributions_rank_as_each_direction_says():
@@ -148,7 +160,7 @@ def test_objectives_without_branch_and_bound_refuse_huge_exact_searches_and_poin
     parts = torch.eye(3, dtype=torch.float64).expand(30, 3, 3).clone()
     with pytest.raises(SearchSpaceTooLargeError, match="no branch and bound.*beam"):
         rank_subsets(parts, torch.zeros(3, 3, dtype=torch.float64), sigma=SIGMA, budget=6, objective="min_kappa",
-                     max_subsets=1000)  # fmt: skip
+                     max_subsets=1000, search="exact")  # fmt: skip
 
 
 def test_objective_beam_respects_a_parameter_budget():
@@ -156,7 +168,7 @@ def test_objective_beam_respects_a_parameter_budget():
     factors = torch.randn(6, 4, 2, generator=generator, dtype=torch.float64)
     space = ParamBudget(5, [1, 2, 3, 1, 2, 3])
     found = rank_subsets(factors @ factors.mT, torch.zeros(4, 4, dtype=torch.float64), sigma=SIGMA, space=space,
-                         objective="max_lambda_max", method="beam", beam_width=3)  # fmt: skip
+                         objective="max_lambda_max", search="beam", beam_width=3)  # fmt: skip
     assert found.ranking and all(space.admits(entry.indices, 6) for entry in found)
 
 
@@ -192,23 +204,38 @@ def test_budget_space_is_exhaustive_for_objectives_by_default():
     parts = torch.stack([torch.eye(2, dtype=torch.float64) * (i + 1) for i in range(4)])
     found = rank_subsets(parts, torch.zeros(2, 2, dtype=torch.float64), sigma=SIGMA, space=Budget(2),
                          objective="max_lambda_max")  # fmt: skip
-    assert found.certificate.method == "exhaustive" and len(found) == 6 and found[0].indices == (2, 3)
+    assert found.certificate.search == "exhaustive" and len(found) == 6 and found[0].indices == (2, 3)
 
 
-@pytest.mark.parametrize(("objective", "method"), [("min_ratio", "exact"), ("max_ratio", "exact"),
+@pytest.mark.parametrize(("objective", "search"), [("min_ratio", "exact"), ("max_ratio", "exact"),
                                                    ("max_lambda_max", "exact"), ("min_kappa", "beam"),
                                                    ("max_alignment", "beam")])  # fmt: skip
-def test_auto_search_of_a_large_space_is_branch_and_bound_where_it_exists_else_beam(objective, method):
+def test_auto_search_of_a_large_space_is_branch_and_bound_where_it_exists_else_beam(objective, search):
     model = make_model("bert")
     selector = NTKSelector(model, CONFIG, budget=2, objective=objective, max_subsets=5, show_progress=False)
-    assert (selector.search, selector.top) == (method, 10)
     result = selector.select(make_batch())
-    assert result.certificate.method == method and result.certificate.objective == objective
+    assert result.certificate.search == search and result.certificate.objective == objective
     assert len(result.ranking) == 10
-    if method == "exact":  # proven: the exhaustive top 10 of the same kernels
+    if search == "exact":  # proven: the exhaustive top 10 of the same kernels
         full = rank_subsets(result.contributions, result.base_kernel, sigma=result.sigma, budget=2, top=10,
-                            method="exhaustive", objective=objective, targets=result.targets)  # fmt: skip
+                            search="exhaustive", objective=objective, targets=result.targets)  # fmt: skip
         assert result.certificate.optimal
         assert [entry.modules for entry in result.ranking] == [
             tuple(result.candidates[i].name for i in entry.indices) for entry in full.ranking
         ]
+
+
+@pytest.mark.parametrize(("objective", "search"), [("min_ratio", "exact"), ("max_ratio", "exact"),
+                                                   ("max_lambda_max", "exact"), ("min_kappa", "beam"),
+                                                   ("min_loo_error", "beam")])  # fmt: skip
+def test_rank_subsets_auto_is_exhaustive_up_to_max_subsets_then_bounded_or_beam_keeping_ten(objective, search):
+    generator = torch.Generator().manual_seed(2)
+    factors = torch.randn(8, 4, 2, generator=generator, dtype=torch.float64)
+    base, parts = torch.eye(4, dtype=torch.float64), factors @ factors.mT
+    targets = regression_targets(torch.tensor([0, 1, 1, 0]), 2, signed=False)
+    common = {"sigma": SIGMA, "budget": 2, "objective": objective, "targets": targets}
+    small = rank_subsets(parts, base, max_subsets=28, **common)
+    assert (small.certificate.search, len(small)) == ("exhaustive", 28)
+    large = rank_subsets(parts, base, max_subsets=27, **common)
+    assert (large.certificate.search, len(large)) == (search, 10)
+    assert rank_subsets(parts, base, max_subsets=27, top=3, **common).ranking == large.ranking[:3]

@@ -1,7 +1,8 @@
-"""Exhaustive subset search: enumeration, budget checks, and a ranking equal to brute force (Algorithm 2)."""
+"""Exhaustive subset search: budget checks, and a ranking equal to brute force (Algorithm 2, min_ratio)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
-from peft_ntk_select.search.rank import check_budget, enumerate_subsets, rank_subsets
+from peft_ntk_select.search import rank_subsets
 from peft_ntk_select.search.spectral import (
     kernel_ridge_risk,
     loo_accuracy,
@@ -22,6 +23,9 @@ from peft_ntk_select.search.spectral import (
     subset_kernels,
 )
 from tests.search.strategies import ENTRIES, FAST, SIGMAS, psd_matrices
+
+# Algorithm 2 as printed: these tests rank by the spectral ratio, ascending.
+rank = functools.partial(rank_subsets, objective="min_ratio")
 
 
 @st.composite
@@ -59,66 +63,37 @@ def eigen_atol(base: torch.Tensor, contributions: torch.Tensor) -> float:
     return 1e-12 * scale + 1e-300
 
 
-# enumerate_subsets and check_budget
+# rank_subsets: the budget
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(1, 8).flatmap(lambda n: st.tuples(st.just(n), st.integers(1, n))))
-def test_enumerate_subsets_lists_every_subset_once_in_lexicographic_order(case):
-    num_candidates, budget = case
-    subsets = enumerate_subsets(num_candidates, budget)
-    assert subsets.dtype == torch.long
-    assert subsets.shape == (math.comb(num_candidates, budget), budget)
-    assert [tuple(row) for row in subsets.tolist()] == list(itertools.combinations(range(num_candidates), budget))
-
-
-def test_check_budget_returns_the_number_of_subsets():
-    assert check_budget(6, 3) == 20
-
-
-def test_check_budget_accepts_exactly_max_subsets():
-    assert check_budget(6, 3, max_subsets=20) == 20
-
-
-@pytest.mark.parametrize(("num_candidates", "budget"), [(4, 0), (4, -1), (4, 5), (0, 1)])
-def test_check_budget_rejects_a_budget_outside_one_to_the_number_of_candidates(num_candidates, budget):
+@pytest.mark.parametrize("budget", [0, -1, 5])
+def test_rank_subsets_rejects_a_budget_outside_one_to_the_number_of_candidates(budget):
+    contributions, base = _small_search()
     with pytest.raises(InvalidConfigError) as error:
-        check_budget(num_candidates, budget)
+        rank(contributions, base, sigma=1e-4, budget=budget)
     message = str(error.value)
     assert f"budget={budget}" in message
-    assert f"number of candidates ({num_candidates})" in message
+    assert "number of candidates (4)" in message
     assert "lower it" in message
 
 
-@pytest.mark.parametrize("budget", [2.0, "2", True, None])
-def test_check_budget_rejects_a_budget_that_is_not_an_int(budget):
+@pytest.mark.parametrize("budget", [2.0, "2", True])
+def test_rank_subsets_rejects_a_budget_that_is_not_an_int(budget):
+    contributions, base = _small_search()
     with pytest.raises(InvalidConfigError, match=r"budget=.* must be an integer"):
-        check_budget(4, budget)
+        rank(contributions, base, sigma=1e-4, budget=budget)
 
 
-def test_check_budget_accepts_numpy_integers():
-    assert check_budget(4, np.int64(2)) == 6
+def test_rank_subsets_accepts_numpy_integer_budgets():
+    contributions, base = _small_search()
+    assert len(rank(contributions, base, sigma=1e-4, budget=np.int64(2))) == 6
 
 
 @pytest.mark.parametrize("top", [0, -1, 1.5])
 def test_rank_subsets_rejects_a_top_that_is_not_a_positive_integer(top):
     contributions, base = _small_search()
     with pytest.raises(InvalidConfigError, match="top="):
-        rank_subsets(contributions, base, sigma=1e-4, budget=2, top=top)
-
-
-def test_check_budget_rejects_more_subsets_than_max_subsets():
-    with pytest.raises(SearchSpaceTooLargeError) as error:
-        check_budget(6, 3, max_subsets=19)
-    message = str(error.value)
-    assert "C(6, 3) = 20" in message
-    assert "max_subsets=19" in message
-    assert "smaller budget" in message
-
-
-def test_check_budget_default_limit_rejects_a_huge_search_space():
-    with pytest.raises(SearchSpaceTooLargeError, match="max_subsets=200,000"):
-        check_budget(48, 6)
+        rank(contributions, base, sigma=1e-4, budget=2, top=top)
 
 
 # rank_subsets: errors
@@ -129,24 +104,17 @@ def _small_search() -> tuple[torch.Tensor, torch.Tensor]:
     return contributions, torch.zeros(3, 3, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("budget", [0, 5, 2.0])
-def test_rank_subsets_rejects_an_invalid_budget(budget):
-    contributions, base = _small_search()
-    with pytest.raises(InvalidConfigError, match="budget="):
-        rank_subsets(contributions, base, sigma=1e-4, budget=budget)
-
-
 def test_rank_subsets_rejects_more_subsets_than_max_subsets():
     contributions, base = _small_search()
     with pytest.raises(SearchSpaceTooLargeError, match="max_subsets=5"):
-        rank_subsets(contributions, base, sigma=1e-4, budget=2, max_subsets=5)
+        rank(contributions, base, sigma=1e-4, budget=2, max_subsets=5, search="exhaustive")
 
 
 @pytest.mark.parametrize("sigma", [0.0, -1e-4, float("nan"), float("inf")])
 def test_rank_subsets_rejects_a_sigma_that_is_not_positive(sigma):
     contributions, base = _small_search()
     with pytest.raises(InvalidConfigError, match=r"sigma=.* must be a finite number > 0"):
-        rank_subsets(contributions, base, sigma=sigma, budget=2)
+        rank(contributions, base, sigma=sigma, budget=2)
 
 
 # rank_subsets: the ranking
@@ -157,7 +125,7 @@ def test_rank_subsets_rejects_a_sigma_that_is_not_positive(sigma):
 def test_ranking_scores_every_subset_with_its_brute_force_ratio(search):
     base, contributions, sigma, budget = search
     expected = brute_force(base, contributions, sigma, budget)
-    ranking = rank_subsets(contributions, base, sigma=sigma, budget=budget)
+    ranking = rank(contributions, base, sigma=sigma, budget=budget)
     assert sorted(entry.indices for entry in ranking) == sorted(expected)
     for entry in ranking:
         assert entry.ratio == pytest.approx(expected[entry.indices][0], rel=1e-12)
@@ -169,7 +137,7 @@ def test_ranking_is_in_brute_force_order_with_lexicographic_tie_break(search):
     base, contributions, sigma, budget = search
     expected = brute_force(base, contributions, sigma, budget)
     expected_order = sorted(expected, key=lambda subset: (expected[subset][0], subset))
-    ranking = rank_subsets(contributions, base, sigma=sigma, budget=budget)
+    ranking = rank(contributions, base, sigma=sigma, budget=budget)
     for entry, subset in zip(ranking, expected_order, strict=True):
         # Orders may differ only inside a near-tie, where rounding decides (exact ties are checked below).
         if entry.indices != subset:
@@ -182,7 +150,7 @@ def test_ranking_breaks_exact_ties_by_lexicographic_indices():
     e0, e1 = torch.eye(2, dtype=torch.float64)
     small, large = torch.outer(e0, e0), 3.0 * torch.outer(e1, e1)
     contributions = torch.stack([large, small, large, small])
-    ranking = rank_subsets(contributions, torch.zeros(2, 2, dtype=torch.float64), sigma=1.0, budget=1)
+    ranking = rank(contributions, torch.zeros(2, 2, dtype=torch.float64), sigma=1.0, budget=1)
     assert [entry.indices for entry in ranking] == [(1,), (3,), (0,), (2,)]
     assert [entry.ratio for entry in ranking] == pytest.approx([2.0, 2.0, 4.0, 4.0], rel=1e-14)
 
@@ -191,7 +159,7 @@ def test_ranking_breaks_exact_ties_by_lexicographic_indices():
 @given(searches())
 def test_ranking_ratios_are_at_least_one(search):
     base, contributions, sigma, budget = search
-    ranking = rank_subsets(contributions, base, sigma=sigma, budget=budget)
+    ranking = rank(contributions, base, sigma=sigma, budget=budget)
     assert min(entry.ratio for entry in ranking) >= 1.0 - 1e-12
 
 
@@ -201,7 +169,7 @@ def test_ranking_reports_lambda_min_and_lambda_max_of_the_subset_kernel(search):
     base, contributions, sigma, budget = search
     expected = brute_force(base, contributions, sigma, budget)
     atol = eigen_atol(base, contributions)
-    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget):
+    for entry in rank(contributions, base, sigma=sigma, budget=budget):
         _, lambda_min, lambda_max = expected[entry.indices]
         assert entry.lambda_min == pytest.approx(lambda_min, rel=0, abs=atol)
         assert entry.lambda_max == pytest.approx(lambda_max, rel=0, abs=atol)
@@ -211,7 +179,7 @@ def test_ranking_reports_lambda_min_and_lambda_max_of_the_subset_kernel(search):
 @given(searches())
 def test_ranking_reports_kappa_as_regularised_lambda_max_over_lambda_min(search):
     base, contributions, sigma, budget = search
-    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget):
+    for entry in rank(contributions, base, sigma=sigma, budget=budget):
         assert entry.kappa == pytest.approx((entry.lambda_max + sigma) / (entry.lambda_min + sigma), rel=1e-14)
 
 
@@ -221,8 +189,8 @@ def test_adding_a_candidate_never_lowers_the_ratio(search):
     base, contributions, sigma, budget = search
     assume(contributions.shape[0] >= 2)
     budget = min(budget, contributions.shape[0] - 1)
-    smaller = {e.indices: e.ratio for e in rank_subsets(contributions, base, sigma=sigma, budget=budget)}
-    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget + 1):
+    smaller = {e.indices: e.ratio for e in rank(contributions, base, sigma=sigma, budget=budget)}
+    for entry in rank(contributions, base, sigma=sigma, budget=budget + 1):
         for subset in itertools.combinations(entry.indices, budget):
             assert entry.ratio >= smaller[subset] * (1 - 1e-12)
 
@@ -231,23 +199,23 @@ def test_adding_a_candidate_never_lowers_the_ratio(search):
 @given(searches(), st.integers(1, 25))
 def test_top_keeps_the_best_subsets_of_the_full_ranking(search, top):
     base, contributions, sigma, budget = search
-    full = rank_subsets(contributions, base, sigma=sigma, budget=budget)
-    assert rank_subsets(contributions, base, sigma=sigma, budget=budget, top=top).ranking == full.ranking[:top]
+    full = rank(contributions, base, sigma=sigma, budget=budget)
+    assert rank(contributions, base, sigma=sigma, budget=budget, top=top).ranking == full.ranking[:top]
 
 
 @settings(max_examples=30, deadline=None)
 @given(searches())
 def test_ranking_does_not_depend_on_batch_size(search):
     base, contributions, sigma, budget = search
-    one = rank_subsets(contributions, base, sigma=sigma, budget=budget, batch_size=1)
-    full = rank_subsets(contributions, base, sigma=sigma, budget=budget)
+    one = rank(contributions, base, sigma=sigma, budget=budget, batch_size=1)
+    full = rank(contributions, base, sigma=sigma, budget=budget)
     assert [entry.indices for entry in one] == [entry.indices for entry in full]
     assert [entry.ratio for entry in one] == pytest.approx([entry.ratio for entry in full], rel=1e-13)
 
 
 def test_ranking_without_targets_has_no_risk():
     contributions, base = _small_search()
-    for entry in rank_subsets(contributions, base, sigma=1e-4, budget=2):
+    for entry in rank(contributions, base, sigma=1e-4, budget=2):
         assert (entry.risk, entry.risk_lower, entry.risk_upper) == (None, None, None)
 
 
@@ -256,7 +224,7 @@ def test_ranking_without_targets_has_no_risk():
 def test_ranking_with_targets_reports_the_risk_and_theorem_1_bounds_of_each_subset_kernel(data):
     base, contributions, sigma, budget = data.draw(searches())
     targets = torch.from_numpy(data.draw(arrays(np.float64, (base.shape[0], 2), elements=ENTRIES)))
-    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget, targets=targets):
+    for entry in rank(contributions, base, sigma=sigma, budget=budget, targets=targets):
         kernel = base + contributions[list(entry.indices)].sum(0)
         spectrum = torch.tensor([entry.lambda_min, entry.lambda_max], dtype=torch.float64)
         lower, upper = risk_bounds(spectrum[0], spectrum[1], float(targets.pow(2).sum()), sigma)
@@ -272,7 +240,7 @@ def test_ranking_with_class_targets_reports_the_leave_one_out_accuracy_of_each_s
     base, contributions, sigma, budget = data.draw(searches())
     labels = torch.tensor(data.draw(st.lists(st.integers(0, 2), min_size=base.shape[0], max_size=base.shape[0])))
     targets = regression_targets(labels, 3, signed=False)
-    for entry in rank_subsets(contributions, base, sigma=sigma, budget=budget, targets=targets):
+    for entry in rank(contributions, base, sigma=sigma, budget=budget, targets=targets):
         kernel = subset_kernels(base, contributions, torch.tensor([entry.indices]))  # the same rounding
         assert entry.accuracy == float(loo_accuracy(kernel, targets, sigma)[0])
 
@@ -280,7 +248,7 @@ def test_ranking_with_class_targets_reports_the_leave_one_out_accuracy_of_each_s
 def test_ranking_with_regression_targets_has_no_accuracy():
     contributions, base = _small_search()
     targets = torch.linspace(0.1, 0.9, base.shape[0], dtype=torch.float64).reshape(-1, 1)
-    for entry in rank_subsets(contributions, base, sigma=1e-2, budget=2, targets=targets):
+    for entry in rank(contributions, base, sigma=1e-2, budget=2, targets=targets):
         assert entry.risk is not None and entry.accuracy is None
 
 
@@ -288,7 +256,7 @@ def test_ranking_prefers_the_contribution_with_the_smallest_lambda_max():
     base = torch.diag(torch.tensor([2.0, 0.0], dtype=torch.float64))
     e0, e1 = torch.eye(2, dtype=torch.float64)
     contributions = torch.stack([4.0 * torch.outer(e0, e0), 4.0 * torch.outer(e1, e1), torch.outer(e0 + e1, e0 + e1)])
-    ranking = rank_subsets(contributions, base, sigma=1.0, budget=1)
+    ranking = rank(contributions, base, sigma=1.0, budget=1)
     # lambda_max(K + S_l) = 6, 4 and 2 + sqrt(2) (K + S_2 = [[3, 1], [1, 1]]); lambda_max(K + I) = 3
     assert [entry.indices for entry in ranking] == [(2,), (1,), (0,)]
     assert [entry.ratio for entry in ranking] == pytest.approx([(3 + math.sqrt(2)) / 3, 5 / 3, 7 / 3], rel=1e-14)
