@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from peft_ntk_select import SelectionResult
 from peft_ntk_select.candidates import Candidate
 from peft_ntk_select.search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 from peft_ntk_select.settings import RankingSettings
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def tiny_result(layers: int = 4, budget: int = 3) -> SelectionResult:
@@ -296,3 +299,17 @@ def test_objective_table_orients_rho_and_counts_wins_over_the_median_random_subs
     assert table["min_ratio"]["wins_over_median_random"] == 0
     assert table["max_ratio"]["default_accuracy"] == pytest.approx(0.75)
     assert table["min_risk"]["pick"] is None and math.isnan(table["min_risk"]["spearman"])
+
+
+@pytest.mark.parametrize("folder", sorted(RESULTS.glob("compare_picks_*")), ids=lambda path: path.name)
+def test_a_committed_result_folder_resumes_with_its_settings_and_refuses_others(folder, tmp_path):
+    saved = json.loads((folder / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    argv = ["--output", str(tmp_path), "--data", saved["data"], "--max-length", str(saved["max_length"])]
+    args = main.resolve(main.build_parser().parse_args([*argv, "--objective", saved["objective"]]))
+    assert main.settings_of(args) == saved  # the keys it stores (n_samples) and every value
+    main.check_folder(tmp_path, main.settings_of(args))
+    other = "max_ratio" if saved["objective"] != "max_ratio" else "min_ratio"
+    args = main.resolve(main.build_parser().parse_args([*argv, "--objective", other]))
+    with pytest.raises(choosing.BenchmarkError, match="objective"):
+        main.check_folder(tmp_path, main.settings_of(args))
