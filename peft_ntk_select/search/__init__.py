@@ -12,6 +12,7 @@ from .rank import (
     Certificate,
     SearchResult,
     admissible_space,
+    check_exhaustive,
     rank_subsets,
 )
 from .scoring import ScoredSubset, check_sigma, objective_values, score_subsets
@@ -35,6 +36,7 @@ __all__ = [
     "SearchSpace",
     "Structured",
     "admissible_space",
+    "check_exhaustive",
     "check_sigma",
     "get_objective",
     "objective_values",

@@ -199,7 +199,7 @@ def _exhaustive(run: _Run, max_subsets: int) -> tuple[tuple[ScoredSubset, ...], 
     else:
         remedy = ("pass top= with search='exact' (branch and bound) or use search='beam', use a smaller space or "
                   "fewer candidates, or raise max_subsets")  # fmt: skip
-    _check_exhaustive(run.space, run.num_candidates, max_subsets, remedy)
+    check_exhaustive(run.space, run.num_candidates, max_subsets, remedy)
     subsets = list(run.space.subsets(run.num_candidates))
     solved = 0
     if run.objective.bound == "lower" and run.top is not None and run.top < len(subsets):
@@ -266,14 +266,15 @@ def check_budget_value(num_candidates: int, budget: object) -> int:
     return operator.index(budget)  # type: ignore[arg-type]
 
 
-def _check_exhaustive(space: SearchSpace, num_candidates: int, max_subsets: int, remedy: str) -> None:
-    """``SearchSpaceTooLargeError`` ending with ``remedy`` when ``space`` has more than ``max_subsets`` subsets."""
+def check_exhaustive(space: SearchSpace, num_candidates: int, max_subsets: int, remedy: str) -> int:
+    """Size of ``space``; ``SearchSpaceTooLargeError`` ending with ``remedy`` when above ``max_subsets``."""
     count = space.size(num_candidates)
     if count > max_subsets:
         raise SearchSpaceTooLargeError(
             f"exhaustive search would score {count:,} subsets ({space.describe()} over {num_candidates} "
             f"candidates), more than max_subsets={max_subsets:,}: {remedy}"
         )
+    return count
 
 
 def _check_inputs(contributions: torch.Tensor, base_kernel: torch.Tensor) -> None:
@@ -339,7 +340,7 @@ def resolve_search(
     if search == "auto":
         return _resolve_auto(space, num_candidates, top, max_subsets, get_objective(objective, has_targets=True))
     if search == "exhaustive":
-        _check_exhaustive(space, num_candidates, max_subsets, "use search='exact', a smaller budget, fewer "
+        check_exhaustive(space, num_candidates, max_subsets, "use search='exact', a smaller budget, fewer "
                           "candidates (kinds=('q', 'v'), layers=[...]), or raise max_subsets")  # fmt: skip
     return search, DEFAULT_TOP if top is None and search != "exhaustive" else top
 

@@ -385,3 +385,18 @@ def test_a_dominant_head_lets_branch_and_bound_solve_a_huge_maximised_space_exac
     beam = rank_subsets(factors @ factors.mT, base, sigma=1e-4, budget=5, search="beam", beam_width=8,
                         objective="max_ratio")  # fmt: skip
     assert result.ranking[0].score >= beam.ranking[0].score
+
+
+@pytest.mark.parametrize("name", ["min_ratio", *MAXIMISED])
+@pytest.mark.parametrize("space", [Budget(3), ParamBudget(6, [1, 2, 3] * 4)])
+def test_exact_equals_exhaustive_when_the_head_dwarfs_every_contribution(name, space):
+    """K about 1e6 times each S_l, as measured with the new head as K: ratio - 1 is about 1e-7."""
+    generator = torch.Generator().manual_seed(4)
+    features = torch.randn(8, 8, generator=generator, dtype=torch.float64)
+    factors = torch.randn(12, 8, 2, generator=generator, dtype=torch.float64)
+    base, contributions = 1e6 * features @ features.T / 8, factors @ factors.mT
+    common = {"sigma": 1e-4, "space": space, "top": 5, "objective": name}
+    exact = rank_subsets(contributions, base, search="exact", **common)
+    exhaustive = rank_subsets(contributions, base, search="exhaustive", **common)
+    assert exact.ranking == exhaustive.ranking and exact.certificate.optimal
+    assert 0 < abs(exact.ranking[0].ratio - 1) < 1e-5

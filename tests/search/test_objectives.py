@@ -23,7 +23,7 @@ from peft_ntk_select.search import (
     regression_targets,
 )
 from tests.helpers import make_batch, make_model
-from tests.search.strategies import psd_matrices
+from tests.search.strategies import base_kernels, psd_matrices
 
 SIGMA = 0.05
 OBJECTIVE_SETTINGS = settings(max_examples=25, deadline=None)
@@ -70,7 +70,7 @@ def direct_value(name: str, base: torch.Tensor, parts: torch.Tensor, subset, tar
 def problems(draw: st.DrawFn):
     """K (zero or PSD), S (L, n, n) PSD, class targets, and a budget: n in 3..6, L in 2..6."""
     n = draw(st.integers(3, 6))
-    base = draw(st.one_of(st.just(torch.zeros(n, n, dtype=torch.float64)), psd_matrices(n)))
+    base = draw(base_kernels(n))
     parts = torch.stack([draw(psd_matrices(n)) for _ in range(draw(st.integers(2, 6)))])
     labels = torch.tensor(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
     budget = draw(st.integers(1, parts.shape[0]))

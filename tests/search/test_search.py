@@ -22,7 +22,7 @@ from peft_ntk_select.search.spectral import (
     risk_bounds,
     subset_kernels,
 )
-from tests.search.strategies import ENTRIES, FAST, SIGMAS, psd_matrices
+from tests.search.strategies import ENTRIES, FAST, SIGMAS, base_kernels, psd_matrices
 
 # Algorithm 2 as printed: these tests rank by the spectral ratio, ascending.
 rank = functools.partial(rank_subsets, objective="min_ratio")
@@ -32,7 +32,7 @@ rank = functools.partial(rank_subsets, objective="min_ratio")
 def searches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """K (n, n), zero or random PSD; S (L, n, n) random PSD; sigma; budget: n in 2..8, L in 1..6, k in 1..L."""
     n = draw(st.integers(2, 8))
-    base = draw(st.one_of(st.just(torch.zeros(n, n, dtype=torch.float64)), psd_matrices(n)))
+    base = draw(base_kernels(n))
     num_candidates = draw(st.integers(1, 6))
     contributions = torch.stack([draw(psd_matrices(n)) for _ in range(num_candidates)])
     return base, contributions, draw(SIGMAS), draw(st.integers(1, num_candidates))
