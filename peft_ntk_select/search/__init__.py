@@ -14,6 +14,7 @@ from .rank import (
     admissible_space,
     check_exhaustive,
     rank_subsets,
+    resolve_search,
 )
 from .scoring import ScoredSubset, check_sigma, objective_values, score_subsets
 from .spaces import Budget, InvalidSpaceError, ParamBudget, SearchSpace, Structured
@@ -42,5 +43,6 @@ __all__ = [
     "objective_values",
     "rank_subsets",
     "regression_targets",
+    "resolve_search",
     "score_subsets",
 ]

@@ -16,7 +16,7 @@ Every space answers, for ``num_candidates`` candidates (the L of S (L, n, n)):
 - ``extendable(subset, L)``: does some admissible subset strictly contain it?
 - ``subsets(L)``: every admissible subset once, as a sorted tuple of indices (for brute force);
 - ``size(L)``: how many admissible subsets there are;
-- ``blocks(L)``: the space as one or more ``BlockProblem`` s, the form the searches in ``search.py`` walk.
+- ``blocks(L)``: the space as one or more ``BlockProblem`` s, the form branch and bound and beam search walk.
 
 Any object with these methods is a space (``SearchSpace``).
 """
