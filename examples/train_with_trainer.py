@@ -38,7 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=float, default=2.0, help="training epochs (default 2)")
     parser.add_argument("--lr", type=float, default=5e-3, help="learning rate (default 5e-3)")
     parser.add_argument("--budget", type=int, default=3, help="LoRA modules to pick (default 3)")
-    parser.add_argument("--n-samples", type=int, default=32, help="reviews the NTK is computed on (default 32)")
+    parser.add_argument("--num-samples", type=int, default=32, help="reviews the NTK is computed on (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, head, LoRA init and training")
     parser.add_argument(
         "--subset-rank",
@@ -121,11 +121,11 @@ def main() -> None:
     print(f"data: {len(train_data)} train / {len(eval_data)} held-out reviews")
 
     # 1. Rank every subset of `budget` attention projections (q, k, v of each layer) by the NTK spectrum,
-    #    computed on --n-samples (32) training reviews. Set r, lora_alpha and task_type as you will train;
+    #    computed on --num-samples (32) training reviews. Set r, lora_alpha and task_type as you will train;
     #    target_modules is what the selector chooses.
     lora_config = LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS")
     model = load_model(args.seed)
-    selector = NTKSelector(model, lora_config, budget=args.budget, n_samples=args.n_samples, seed=args.seed)
+    selector = NTKSelector(model, lora_config, budget=args.budget, num_samples=args.num_samples, seed=args.seed)
     result = selector.select(train_data)  # the tokenized datasets.Dataset, as is
     print(f"\n{len(result.ranking)} subsets ranked by {result.objective} ({time.perf_counter() - start:.0f} s):")
     for rank, entry in enumerate(result.ranking[:5]):

@@ -12,6 +12,7 @@ from .errors import (
     InvalidConfigError,
     InvalidInputError,
     KernelComputationError,
+    MissingExtraError,
     NoCandidatesError,
     NTKSelectError,
     SearchSpaceTooLargeError,
@@ -21,7 +22,8 @@ from .result import RankedSubset, SelectionResult
 from .search.rank import Certificate, SearchResult, rank_subsets
 from .search.scoring import ScoredSubset
 from .search.spaces import Budget, InvalidSpaceError, ParamBudget, Structured
-from .selector import NTKSelector
+from .selector import NTKSelector, find_ntk_target_modules
+from .settings import KernelSettings, RankingSettings
 
 __version__ = "0.1.0"
 
@@ -37,17 +39,21 @@ __all__ = [
     "InvalidConfigError",
     "InvalidInputError",
     "KernelComputationError",
+    "KernelSettings",
+    "MissingExtraError",
     "LinearityCurve",
     "NTKSelectError",
     "NTKSelector",
     "NoCandidatesError",
     "RankedSubset",
+    "RankingSettings",
     "ScoredSubset",
     "SearchSpaceTooLargeError",
     "SelectionResult",
     "StabilityReport",
     "compute_kernels",
     "discover_candidates",
+    "find_ntk_target_modules",
     "format_stability",
     "linearity_curve",
     "rank_subsets",

@@ -25,3 +25,7 @@ class SearchSpaceTooLargeError(NTKSelectError, ValueError):
 
 class KernelComputationError(NTKSelectError, RuntimeError):
     """The model could not be run to compute the kernels."""
+
+
+class MissingExtraError(NTKSelectError, ImportError):
+    """An optional extra is not installed (matplotlib, for plots: ``pip install 'peft-ntk-select[plot]'``)."""

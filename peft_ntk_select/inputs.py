@@ -68,14 +68,14 @@ def _rows_of_batch(batch: Mapping[str, Any]) -> list[Example]:
     return [_example({key: batch[key][i] for key in fields}, i) for i in range(count)]
 
 
-def _draw(count: int, n_samples: int, seed: int) -> list[int]:
-    if count <= n_samples:
+def _draw(count: int, num_samples: int, seed: int) -> list[int]:
+    if count <= num_samples:
         return list(range(count))
     generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(count, generator=generator)[:n_samples].tolist())
+    return sorted(torch.randperm(count, generator=generator)[:num_samples].tolist())
 
 
-def _collect_loader(loader: Iterable[Any], n_samples: int) -> list[Example]:
+def _collect_loader(loader: Iterable[Any], num_samples: int) -> list[Example]:
     rows: list[Example] = []
     for batch in loader:
         if not isinstance(batch, Mapping):
@@ -84,9 +84,9 @@ def _collect_loader(loader: Iterable[Any], n_samples: int) -> list[Example]:
                 "dicts with 'input_ids' (e.g. transformers.DataCollatorWithPadding)"
             )
         rows.extend(_rows_of_batch(batch))
-        if len(rows) >= n_samples:
+        if len(rows) >= num_samples:
             break
-    return rows[:n_samples]
+    return rows[:num_samples]
 
 
 def pad_examples(examples: Sequence[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -114,29 +114,29 @@ def pad_examples(examples: Sequence[Example], pad_token_id: int) -> dict[str, to
 
 
 def prepare_samples(
-    data: Any, *, n_samples: int, seed: int, pad_token_id: int | None
+    data: Any, *, num_samples: int, seed: int, pad_token_id: int | None
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Draw ``n_samples`` examples from ``data`` and pad them into one batch.
+    """Draw ``num_samples`` examples from ``data`` and pad them into one batch.
 
     Args:
         data: a dict of tensors or lists (a tokenizer's output), a map-style dataset of such dicts
             (e.g. a tokenized ``datasets.Dataset``), or a DataLoader yielding dict batches.
-        n_samples: how many samples to draw; all of them, in order, when the data has no more.
-        seed: seed of the draw (map-style data). A DataLoader gives its first ``n_samples`` examples.
+        num_samples: how many samples to draw; all of them, in order, when the data has no more.
+        seed: seed of the draw (map-style data). A DataLoader gives its first ``num_samples`` examples.
         pad_token_id: token used to pad ``input_ids`` (0 when None).
 
     Returns:
         ``(batch, sample_indices)``: batch tensors of shape (n, T); indices of the samples in ``data``.
     """
     if isinstance(data, torch.utils.data.DataLoader):
-        rows = _collect_loader(data, n_samples)
+        rows = _collect_loader(data, num_samples)
         indices = list(range(len(rows)))
     elif isinstance(data, Mapping):
         all_rows = _rows_of_batch(data)
-        indices = _draw(len(all_rows), n_samples, seed)
+        indices = _draw(len(all_rows), num_samples, seed)
         rows = [all_rows[i] for i in indices]
     elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        indices = _draw(len(data), n_samples, seed)
+        indices = _draw(len(data), num_samples, seed)
         rows = []
         for i in indices:
             raw = data[i]

@@ -1,6 +1,8 @@
-"""Plain-text tables and the matplotlib report (eigenvalue spectra of top picks, ratio of every subset).
+"""The matplotlib report of a result: eigenvalue spectra of the top picks, the ratio of every ranked subset,
+a table of the top picks, and optional stability and linearity panels.
 
-matplotlib is an optional extra (``pip install peft-ntk-select[plot]``); it is imported only to plot.
+matplotlib is an optional extra (``pip install 'peft-ntk-select[plot]'``), imported only to plot
+(``figures.new_figure``: no pyplot, so the user's backend is left alone).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .errors import NTKSelectError
+from .figures import new_figure
 from .search.spectral import subset_kernels
 from .tables import format_number
 
@@ -31,7 +33,9 @@ def _spectra_panel(axis, base_kernel, contributions, picks, pick_labels) -> None
 
 def _ratio_panel(axis, ratios: Sequence[float]) -> None:
     axis.plot(range(len(ratios)), [r - 1 for r in ratios], linewidth=1)
-    axis.set(title="Spectral ratio of every ranked subset", xlabel="rank (0 = lowest ratio)", ylabel="r_C - 1")
+    axis.set(
+        title="Spectral ratio of every ranked subset", xlabel="rank (0 = the best by the objective)", ylabel="r_C - 1"
+    )
     axis.set_yscale("log" if min(ratios) > 1 else "linear")
 
 
@@ -88,17 +92,10 @@ def plot_report(
     Returns:
         The matplotlib ``Figure``.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as err:
-        raise NTKSelectError("plotting needs matplotlib: pip install 'peft-ntk-select[plot]'") from err
     extras = [panel for panel, given in ((_stability_panel, stability), (_linearity_panel, linearity)) if given]
     heights = [1.0] + [0.25 + 0.06 * len(table[1])] * (table is not None) + [1.0] * (len(extras) > 0)
     rows = len(heights)
-    figure = plt.figure(figsize=(12, 4.5 * sum(heights)))
+    figure = new_figure(figsize=(12, 4.5 * sum(heights)))
     grid = figure.add_gridspec(rows, 2, height_ratios=heights)
     _spectra_panel(figure.add_subplot(grid[0, 0]), base_kernel, contributions, picks, pick_labels)
     _ratio_panel(figure.add_subplot(grid[0, 1]), ratios)

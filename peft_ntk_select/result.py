@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,11 @@ from torch import nn
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
 from .report import plot_report, spectrum_rows
-from .search.objectives import OBJECTIVES
-from .search.rank import Certificate
-from .search.scoring import ScoredSubset, objective_values, score_subsets
+from .search import OBJECTIVES, Budget, Certificate, ScoredSubset, objective_values, score_subsets
+from .settings import RankingSettings
 
 FORMAT = "peft_ntk_select.SelectionResult"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ranking settings kept (for rerank), output -> output_mode, certificate.search
 RESULT_FILE = "result.json"
 
 
@@ -78,19 +77,20 @@ class SelectionResult:
 
     Attributes:
         candidates: the L candidates, in the order of ``contributions``.
-        ranking: ranked subsets, best (lowest spectral ratio) first.
+        ranking: ranked subsets, best first by ``objective`` (each entry's ``score``).
         lora_config: a copy of the user's config targeting ``ranking[0].modules``.
         base_kernel: K (n, n) float64; contributions: S (L, n, n) float64.
         adapter_init: {candidate name: lora_A (r, in_features)} at which the kernels were taken.
-        sigma, seed, sample_indices, engine, output, budget: how the kernels and ranking were made.
+        settings: how the ranking was made (``RankingSettings``: space, objective, sigma, search);
+            ``sigma``, ``objective`` and ``budget`` read from it.
+        seed, sample_indices, engine, output_mode: how the kernels were made.
         targets: Y (n, c) float64 built from the sample labels (None without labels), for the risk.
-        space: the admissible space searched; certificate: what the search proved (see ``Certificate``).
+        space: the admissible space searched (its description); certificate: what the search proved.
         init_seed: seed of the LoRA A draw; kernel: ``lora`` or ``expected`` (mean over A).
-        objective: what the ranking is ordered by (``objectives.OBJECTIVES``; each entry's ``score``);
         base: ``head`` (K = the kernel of the parameters trained in every pick) or ``none`` (K = 0).
         head: ``init`` or ``probe``; head_fit: for ``probe``, the fitted layer, its accuracy on the
             samples and its weight norm before and after (``HeadFit.summary``).
-        memory_plan: how the kernel pass was cut to fit its memory cap (``memory.MemoryPlan.summary``).
+        memory_plan: how the kernel pass was cut to fit its memory cap (``MemoryPlan.summary``).
     """
 
     candidates: list[Candidate]
@@ -99,12 +99,11 @@ class SelectionResult:
     base_kernel: torch.Tensor
     contributions: torch.Tensor
     adapter_init: dict[str, torch.Tensor]
-    sigma: float
-    seed: int
-    sample_indices: list[int]
-    engine: str
-    output: str
-    budget: int | None
+    settings: RankingSettings
+    seed: int = 0
+    sample_indices: list[int] = field(default_factory=list)
+    engine: str = ""
+    output_mode: str = ""
     targets: torch.Tensor | None = None
     space: str = ""
     certificate: Certificate | None = None
@@ -112,9 +111,85 @@ class SelectionResult:
     head_fit: dict[str, Any] | None = None
     init_seed: int | None = None
     kernel: str = "lora"
-    objective: str = "min_ratio"
     base: str = "head"
     memory_plan: dict[str, Any] | None = None
+
+    @property
+    def sigma(self) -> float:
+        return self.settings.sigma
+
+    @property
+    def objective(self) -> str:
+        return self.settings.objective
+
+    @property
+    def budget(self) -> int | None:
+        """k of a ``Budget`` space, else None."""
+        space = self.settings.space_for(self.candidates)
+        return space.k if isinstance(space, Budget) else None
+
+    @classmethod
+    def from_kernels(
+        cls,
+        candidates: Sequence[Candidate],
+        base_kernel: torch.Tensor,
+        contributions: torch.Tensor,
+        lora_config: LoraConfig,
+        *,
+        settings: RankingSettings | None = None,
+        targets: torch.Tensor | None = None,
+        adapter_init: dict[str, torch.Tensor] | None = None,
+        **metadata: Any,
+    ) -> SelectionResult:
+        """Rank the subsets of ``candidates`` on given kernels, as ``NTKSelector.select`` does after computing them.
+
+        Args:
+            candidates: the L candidates; base_kernel: K (n, n); contributions: S (L, n, n).
+            lora_config: the user's config (copied, targeting the best subset).
+            settings: the ranking settings (default ``RankingSettings()``: budget 3, the default objective).
+            targets: Y (n, c) for the label objectives and the risk, or None.
+            adapter_init: the lora_A the kernels were taken at (for ``apply_init``), or None.
+            metadata: the other fields (``seed``, ``sample_indices``, ``engine``, ``output_mode``, ``kernel``...).
+        """
+        settings = settings or RankingSettings()
+        found = settings.rank(contributions, base_kernel, candidates, targets)
+        best = [candidates[i] for i in found.ranking[0].indices]
+        return cls(
+            candidates=list(candidates), ranking=[ranked(entry, candidates) for entry in found.ranking],
+            lora_config=config_with_targets(lora_config, best), base_kernel=base_kernel.double(),
+            contributions=contributions.double(), adapter_init=dict(adapter_init or {}), settings=settings,
+            targets=targets, space=settings.space_for(candidates).describe(), certificate=found.certificate,
+            **metadata,
+        )  # fmt: skip
+
+    def rerank(self, **ranking: Any) -> SelectionResult:
+        """The result a fresh ``select`` with these ranking settings would give, from the stored kernels.
+
+        ``ranking``: any ``RankingSettings`` field (``objective``, ``budget``, ``param_budget``,
+        ``layers_per_pick``/``kind_sets``, ``space``, ``sigma``, ``search``, ``top``, ...); the others keep
+        this result's values. Giving one of ``budget``, ``param_budget``, ``layers_per_pick`` or ``space``
+        replaces how the space was defined. No engine runs: the kernels, samples and init stay.
+        """
+        unknown = sorted(set(ranking) - {f.name for f in fields(RankingSettings)})
+        if unknown:
+            raise InvalidConfigError(f"rerank() got {unknown}: pass fields of RankingSettings, e.g. objective=")
+        space_keys = {"budget", "param_budget", "layers_per_pick", "space"}
+        previous = self.settings
+        if space_keys & set(ranking):
+            previous = replace(previous, **{key: None for key in space_keys - {"budget"}})
+        elif previous.space_for(self.candidates).describe() != self.space:
+            raise InvalidConfigError(
+                f"this result was ranked over a custom space ({self.space}) that is not saved: pass space="
+            )
+        settings = replace(previous, **ranking)
+        metadata = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("candidates", "ranking", "lora_config", "base_kernel", "contributions", "adapter_init",
+                    "settings", "targets", "space", "certificate"):  # fmt: skip
+            metadata.pop(key)
+        return SelectionResult.from_kernels(
+            self.candidates, self.base_kernel, self.contributions, self.lora_config, settings=settings,
+            targets=self.targets, adapter_init=self.adapter_init, **metadata,
+        )  # fmt: skip
 
     def score(self, modules: Sequence[str]) -> RankedSubset:
         """Spectral ratio, spectrum, risk and objective score of any set of candidates (e.g. PEFT's default)."""
@@ -177,12 +252,11 @@ class SelectionResult:
             "base_kernel": _tensor_to_json(self.base_kernel),
             "contributions": _tensor_to_json(self.contributions),
             "adapter_init": {name: _tensor_to_json(a) for name, a in self.adapter_init.items()},
-            "sigma": self.sigma,
+            "settings": self.settings.to_dict(),
             "seed": self.seed,
             "sample_indices": list(self.sample_indices),
             "engine": self.engine,
-            "output": self.output,
-            "budget": self.budget,
+            "output_mode": self.output_mode,
             "targets": _tensor_to_json(self.targets),
             "space": self.space,
             "certificate": None if self.certificate is None else asdict(self.certificate),
@@ -190,20 +264,19 @@ class SelectionResult:
             "head_fit": self.head_fit,
             "init_seed": self.init_seed,
             "kernel": self.kernel,
-            "objective": self.objective,
             "base": self.base,
             "memory_plan": self.memory_plan,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectionResult:
-        """Rebuild a result from ``to_dict()`` output; a foreign or newer dict raises ``InvalidInputError``."""
+        """Rebuild a result from ``to_dict()`` output; a foreign, older or newer dict raises ``InvalidInputError``."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInputError("not a peft_ntk_select result (no 'format' field naming it)")
         if data.get("version") != FORMAT_VERSION:
             raise InvalidInputError(
                 f"result format version {data.get('version')!r} is not {FORMAT_VERSION}: "
-                "upgrade peft_ntk_select or recompute the result"
+                "use the peft_ntk_select version that wrote it, or recompute the result"
             )
         try:
             return cls(
@@ -213,22 +286,20 @@ class SelectionResult:
                 base_kernel=_tensor_from_json(data["base_kernel"]),
                 contributions=_tensor_from_json(data["contributions"]),
                 adapter_init={name: _tensor_from_json(a) for name, a in data["adapter_init"].items()},
-                sigma=data["sigma"],
+                settings=RankingSettings.from_dict(data["settings"]),
                 seed=data["seed"],
                 sample_indices=list(data["sample_indices"]),
                 engine=data["engine"],
-                output=data["output"],
-                budget=data["budget"],
+                output_mode=data["output_mode"],
                 targets=_tensor_from_json(data["targets"]),
                 space=data["space"],
                 certificate=None if data["certificate"] is None else Certificate(**data["certificate"]),
-                head=data.get("head", "init"),
-                head_fit=data.get("head_fit"),
-                init_seed=data.get("init_seed", data["seed"]),
-                kernel=data.get("kernel", "lora"),
-                objective=data.get("objective", "min_ratio"),
-                base=data.get("base", "head"),
-                memory_plan=data.get("memory_plan"),
+                head=data["head"],
+                head_fit=data["head_fit"],
+                init_seed=data["init_seed"],
+                kernel=data["kernel"],
+                base=data["base"],
+                memory_plan=data["memory_plan"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err

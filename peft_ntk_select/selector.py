@@ -16,28 +16,24 @@ from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
 from .inputs import prepare_samples
 from .kernels import compute_kernels
-from .kernels.compute import resolve_engine, validate_engine, validate_kernel
+from .kernels.compute import resolve_engine, validate_kernel
 from .kernels.forward import model_dtype_device
-from .kernels.head import HEADS, HeadFit, fit_head, redraw_head, swapped_parameters
+from .kernels.head import HeadFit, fit_head, redraw_head, swapped_parameters
 from .kernels.lora_init import module_rank, validate_lora_config
-from .kernels.memory import MemoryPlan, default_max_memory, parse_memory, plan_memory
-from .kernels.outputs import OUTPUT_MODES, default_output
-from .result import SelectionResult, config_with_targets, ranked
-from .search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
-from .search.rank import (
+from .kernels.memory import MemoryPlan, default_max_memory, plan_memory
+from .kernels.outputs import default_output
+from .result import SelectionResult
+from .search import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SUBSETS,
-    admissible_space,
-    rank_subsets,
-    resolve_search,
+    DEFAULT_OBJECTIVE,
+    SearchSpace,
+    regression_targets,
 )
-from .search.scoring import check_sigma
-from .search.spaces import Budget, SearchSpace
-from .search.spectral import regression_targets
+from .settings import KernelSettings, RankingSettings
 
 logger = logging.getLogger(__name__)
-BASES = ("head", "none")
 STABILITY_SUBSETS = 20_000  # stability() compares whole rankings up to this many subsets
 
 
@@ -101,12 +97,12 @@ class NTKSelector:
         layers_per_pick, kind_sets: instead, the paper's structured space: every choice of
             ``layers_per_pick`` layers with one kind set, e.g. ``kind_sets=[("q", "v"), ("k",)]``.
         space: instead, any ready space from ``peft_ntk_select.search.spaces`` over these candidates.
-        search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound for
-            ``min_ratio``, ``max_ratio`` and ``max_lambda_max``, beam search for the other objectives),
-            ``exhaustive``, ``exact``, ``greedy`` or ``beam`` (see ``rank_subsets``).
+        search: ``auto`` (exhaustive up to ``max_subsets`` subsets, else exact branch-and-bound for the
+            objectives that admit a bound, beam search for the others), ``exhaustive``, ``exact``, ``greedy``
+            or ``beam`` (see ``rank_subsets``).
         top: ranked subsets kept; None: all with exhaustive search, 10 otherwise.
         max_nodes, time_limit, beam_width: limits of the non-exhaustive searches.
-        n_samples: samples drawn (with ``seed``) from the data.
+        num_samples: samples drawn (with ``seed``) from the data.
         sigma: ridge strength sigma > 0.
         seed: seed of the sample draw and, unless ``init_seed`` is given, of the LoRA A draw.
         init_seed: seed of the LoRA A draw; None: ``seed``.
@@ -121,7 +117,7 @@ class NTKSelector:
         engine: ``func`` (torch.func), ``hooks`` (batched with hooks), ``reference`` (per-sample loop), or
             ``auto``: ``func``, unless torch.func cannot trace the model (dispatched by accelerate, gradient
             checkpointing's input hooks), then ``hooks``; the same kernels either way.
-        output: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
+        output_mode: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
         device: where to compute (the model is moved there and back); None: where the model is.
         max_memory: cap on what the kernel pass adds beyond the model's weights, in bytes or as "8GB";
@@ -132,6 +128,10 @@ class NTKSelector:
         max_subsets: largest space searched exhaustively.
         head: ``init`` (the head as it is: a new head's random init) or ``probe`` (LP-FT: fit the head's
             output layer by linear probing on the samples first, see ``peft_ntk_select.kernels.head``; needs labels).
+
+    The keywords are collected into ``self.kernel_settings`` (``KernelSettings``: how the kernels are made)
+    and ``self.ranking_settings`` (``RankingSettings``: how subsets are ranked), each validated once on
+    construction; ``SelectionResult.rerank`` changes the ranking settings without recomputing the kernels.
     """
 
     def __init__(
@@ -149,11 +149,11 @@ class NTKSelector:
         max_nodes: int | None = DEFAULT_MAX_NODES,
         time_limit: float | None = None,
         beam_width: int = DEFAULT_BEAM_WIDTH,
-        n_samples: int = 32,
+        num_samples: int = 32,
         sigma: float = 1e-4,
         seed: int = 0,
         engine: str = "auto",
-        output: str | None = None,
+        output_mode: str | None = None,
         kinds: Iterable[str] | None = None,
         layers: Iterable[int] | None = None,
         modules: Sequence[str] | None = None,
@@ -170,60 +170,33 @@ class NTKSelector:
         max_memory: int | str | None = None,
     ) -> None:
         validate_lora_config(lora_config)
-        validate_engine(engine, allow_auto=True)
-        validate_kernel(kernel)
-        if output is not None and output not in OUTPUT_MODES:
-            raise InvalidConfigError(f"unknown output mode {output!r}: choose one of {OUTPUT_MODES} or None")
-        if not isinstance(n_samples, int) or n_samples < 2:
-            raise InvalidConfigError(f"n_samples={n_samples!r} must be an integer >= 2 (the paper uses 32)")
-        if head not in HEADS:
-            raise InvalidConfigError(f"unknown head {head!r}: choose one of {HEADS}")
-        if objective not in OBJECTIVES:
-            raise InvalidConfigError(f"unknown objective {objective!r}: choose one of {sorted(OBJECTIVES)}")
-        if base not in BASES:
-            raise InvalidConfigError(f"unknown base {base!r}: choose 'head' (the new head's kernel) or 'none' (K = 0)")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise InvalidConfigError(f"chunk_size={chunk_size!r} must be a positive integer")
+        self.kernel_settings = KernelSettings(
+            num_samples=num_samples, seed=seed, init_seed=init_seed, kernel=kernel, base=base, head=head,
+            engine=engine, output_mode=output_mode or default_output(model), kinds=kinds, layers=layers,
+            modules=modules, chunk_size=chunk_size, max_memory=max_memory, dtype=dtype, device=device,
+            show_progress=show_progress,
+        )  # fmt: skip
+        self.ranking_settings = RankingSettings(
+            budget=budget, param_budget=param_budget, layers_per_pick=layers_per_pick, kind_sets=kind_sets,
+            space=space, objective=objective, sigma=sigma, search=search, top=top, max_nodes=max_nodes,
+            time_limit=time_limit, beam_width=beam_width, max_subsets=max_subsets,
+        )  # fmt: skip
         self.model = model
         self.lora_config = lora_config
         self.candidates: list[Candidate] = discover_candidates(
-            model,
-            rank=lambda name: module_rank(lora_config, name),
-            kinds=kinds,
-            layers=layers,
-            modules=modules,
+            model, rank=lambda name: module_rank(lora_config, name), kinds=kinds, layers=layers, modules=modules
         )
-        self.space = admissible_space(self.candidates, budget, param_budget, layers_per_pick, kind_sets, space)
-        self.budget = budget if isinstance(self.space, Budget) else None
-        self.search, self.top = resolve_search(self.space, len(self.candidates), search, top, max_subsets, objective)
-        self.search_limits = {"max_nodes": max_nodes, "time_limit": time_limit, "beam_width": beam_width}
-        self.n_samples = n_samples
-        self.sigma = check_sigma(sigma)
-        self.seed = seed
-        self.engine = engine
-        self.output = output or default_output(model)
-        self.device = device
-        self.show_progress = show_progress
-        self.chunk_size = chunk_size
-        self.max_subsets = max_subsets
-        self.head = head
-        self.init_seed = seed if init_seed is None else init_seed
-        self.kernel = kernel
-        self.objective = objective
-        self.base = base
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise InvalidConfigError(f"dtype={dtype!r}: pass a floating-point torch dtype, e.g. torch.float32, or None")
-        self.dtype = dtype
-        self.max_memory = None if max_memory is None else parse_memory(max_memory)
+        self.space = self.ranking_settings.space_for(self.candidates)
 
     def select(self, data: Any) -> SelectionResult:
-        """Compute the kernels on ``n_samples`` samples of ``data`` and rank every subset.
+        """Compute the kernels on ``num_samples`` samples of ``data`` and rank the admissible subsets.
 
         Args:
             data: a dict of tensors (tokenizer output), a tokenized ``datasets.Dataset`` or any map-style
                 dataset of dicts, or a DataLoader of dict batches; ``labels``/``label`` are optional.
         """
-        return self._select(data, self.seed, self.init_seed, self.kernel)
+        settings = self.kernel_settings
+        return self._select(data, settings.seed, settings.adapter_seed, settings.kernel)
 
     def stability(
         self,
@@ -252,89 +225,59 @@ class NTKSelector:
             return self._select(data, sample_seed, init_seed, kernel, head_seed)
 
         return stability(
-            run, seeds=seeds, sample_draws=sample_draws, base_seed=self.seed, kernels=kernels, subsets=subsets,
-            redraw_head=redraw_head,
+            run, seeds=seeds, sample_draws=sample_draws, base_seed=self.kernel_settings.seed, kernels=kernels,
+            subsets=subsets, redraw_head=redraw_head,
         )  # fmt: skip
 
     def _select(
         self, data: Any, seed: int, init_seed: int, kernel: str, head_seed: int | None = None
     ) -> SelectionResult:
         """``select`` with explicit seeds; ``head_seed``: redraw the head with it first (None: keep it)."""
+        settings = self.kernel_settings
         pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
-        batch, indices = prepare_samples(data, n_samples=self.n_samples, seed=seed, pad_token_id=pad_token_id)
-        engine = resolve_engine(self.engine, self.model)
+        batch, indices = prepare_samples(data, num_samples=settings.num_samples, seed=seed, pad_token_id=pad_token_id)
+        engine = resolve_engine(settings.engine, self.model)
         logger.info(
-            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output=%s, kernel=%s",
-            len(self.candidates), len(indices), batch["input_ids"].shape[1], engine, self.output, kernel,
+            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output_mode=%s, kernel=%s",
+            len(self.candidates), len(indices), batch["input_ids"].shape[1], engine, settings.output_mode, kernel,
         )  # fmt: skip
         new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
         with (
-            _on_device(self.model, self.device),
-            _in_dtype(self.model, self.dtype),
+            _on_device(self.model, settings.device),
+            _in_dtype(self.model, settings.dtype),
             swapped_parameters(self.model, new_head),
         ):
             fit = self._fit_head(batch)
             with swapped_parameters(self.model, None if fit is None else fit.values()):
                 plan = self._plan_memory(batch)
                 base_kernel, contributions, adapter_init = compute_kernels(
-                    self.model,
-                    batch,
-                    self.candidates,
-                    self.lora_config,
-                    engine=engine,
-                    output=self.output,
-                    seed=init_seed,
-                    chunk_size=plan.chunk_size,
-                    show_progress=self.show_progress,
-                    kernel=kernel,
-                    memory_budget=plan.feature_budget,
+                    self.model, batch, self.candidates, self.lora_config, engine=engine,
+                    output_mode=settings.output_mode, seed=init_seed, chunk_size=plan.chunk_size,
+                    show_progress=settings.show_progress, kernel=kernel, memory_budget=plan.feature_budget,
                     candidate_passes=plan.passes,
-                )
-        if self.base == "none":
+                )  # fmt: skip
+        if settings.base == "none":
             base_kernel = torch.zeros_like(base_kernel)
-        targets = self._targets(batch)
-        found = rank_subsets(
-            contributions, base_kernel, sigma=self.sigma, space=self.space, method=self.search, top=self.top,
-            targets=targets, max_subsets=self.max_subsets, objective=self.objective, **self.search_limits,
-        )  # fmt: skip
-        ranking = [ranked(entry, self.candidates) for entry in found.ranking]
-        best = [self.candidates[i] for i in found.ranking[0].indices]
-        return SelectionResult(
-            candidates=list(self.candidates),
-            ranking=ranking,
-            lora_config=config_with_targets(self.lora_config, best),
-            base_kernel=base_kernel,
-            contributions=contributions,
-            adapter_init=adapter_init,
-            sigma=self.sigma,
-            seed=seed,
-            sample_indices=indices,
-            engine=engine,
-            output=self.output,
-            budget=self.budget,
-            targets=targets,
-            space=self.space.describe(),
-            certificate=found.certificate,
-            head=self.head,
-            head_fit=None if fit is None else fit.summary(),
-            init_seed=init_seed,
-            kernel=kernel,
-            objective=self.objective,
-            base=self.base,
+        return SelectionResult.from_kernels(
+            self.candidates, base_kernel, contributions, self.lora_config, settings=self.ranking_settings,
+            targets=self._targets(batch), adapter_init=adapter_init, seed=seed, sample_indices=indices,
+            engine=engine, output_mode=settings.output_mode, head=settings.head,
+            head_fit=None if fit is None else fit.summary(), init_seed=init_seed, kernel=kernel, base=settings.base,
             memory_plan=plan.summary(),
-        )
+        )  # fmt: skip
 
     def _plan_memory(self, batch: dict[str, torch.Tensor]) -> MemoryPlan:
         """The chunk plan under ``max_memory`` (default: a fraction of the device's free memory), logged."""
-        cap = self.max_memory or default_max_memory(model_dtype_device(self.model)[1])
-        plan = plan_memory(self.model, batch, self.candidates, self.lora_config, self.output, max_memory=cap,
-                           chunk_size=self.chunk_size)  # fmt: skip
+        settings = self.kernel_settings
+        cap = settings.max_memory or default_max_memory(model_dtype_device(self.model)[1])
+        plan = plan_memory(self.model, batch, self.candidates, self.lora_config, settings.output_mode,
+                           max_memory=cap, chunk_size=settings.chunk_size)  # fmt: skip
         logger.info("memory plan: %s", plan.describe())
         return plan
 
     def _fit_head(self, batch: dict[str, torch.Tensor]) -> HeadFit | None:
         """The linear-probe head for ``head="probe"``, else None."""
-        if self.head != "probe":
+        if self.kernel_settings.head != "probe":
             return None
         fit = fit_head(self.model, batch, self.lora_config, batch.get("labels"))
         logger.info(
@@ -349,4 +292,32 @@ class NTKSelector:
         if labels is None or labels.dim() != 1:
             return None
         num_labels = int(getattr(getattr(self.model, "config", None), "num_labels", 1) or 1)
-        return regression_targets(labels, num_labels, signed=self.output == "margin")
+        return regression_targets(labels, num_labels, signed=self.kernel_settings.output_mode == "margin")
+
+
+def find_ntk_target_modules(
+    model: nn.Module,
+    data: Any,
+    budget: int = 3,
+    lora_config: LoraConfig | None = None,
+    **selector_options: Any,
+) -> list[str]:
+    """The full names of the ``budget`` modules ``NTKSelector`` picks, for ``LoraConfig(target_modules=...)``.
+
+    The one-line form of ``NTKSelector(model, lora_config, budget=budget, **selector_options).select(data)``
+    (like PEFT's ``find_kappa_target_modules``). ``lora_config`` None: ``LoraConfig(r=8, lora_alpha=8)`` with the
+    task type of the model's head (``SEQ_CLS`` for classifiers, ``CAUSAL_LM`` for causal LMs), so that the base
+    kernel is that of the head PEFT will train. Returns the picked modules in candidate order.
+    """
+    config = lora_config if lora_config is not None else LoraConfig(r=8, lora_alpha=8, task_type=_task_type(model))
+    result = NTKSelector(model, config, budget=budget, **selector_options).select(data)
+    return list(result.ranking[0].modules)
+
+
+def _task_type(model: nn.Module) -> str | None:
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "SEQ_CLS"
+    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
+        return "CAUSAL_LM"
+    return None

@@ -33,10 +33,10 @@ def selector(config=CONFIG, model=None, **kw):
         ({"budget": 1.5}, InvalidConfigError, "must be an integer"),
         ({"sigma": 0}, InvalidConfigError, r"sigma=0 must be a finite number > 0"),
         ({"sigma": -1e-4}, InvalidConfigError, r"must be a finite number > 0"),
-        ({"n_samples": 1}, InvalidConfigError, r"n_samples=1 must be an integer >= 2"),
+        ({"num_samples": 1}, InvalidConfigError, r"num_samples=1 must be an integer >= 2"),
         ({"engine": "jax"}, InvalidConfigError, r"unknown engine 'jax': choose one of \["),
-        ({"output": "logits"}, InvalidConfigError, "unknown output mode 'logits'"),
-        ({"chunk_size": 0}, InvalidConfigError, "chunk_size=0 must be a positive integer"),
+        ({"output_mode": "logits"}, InvalidConfigError, "unknown output mode 'logits'"),
+        ({"chunk_size": 0}, InvalidConfigError, "chunk_size=0 must be an integer >= 1"),
         ({"budget": 3, "max_subsets": 10, "search": "exhaustive"}, SearchSpaceTooLargeError,
          "use search=.exact., a smaller budget"),
         ({"search": "simulated-annealing"}, InvalidConfigError, "unknown search"),
@@ -73,7 +73,7 @@ def test_batch_without_input_ids_is_refused():
 
 def test_loss_output_without_labels_is_refused():
     with pytest.raises(InvalidInputError, match="needs labels"):
-        selector(budget=1, output="loss").select(make_batch(labels=None))
+        selector(budget=1, output_mode="loss").select(make_batch(labels=None))
 
 
 def test_model_without_logits_is_refused():

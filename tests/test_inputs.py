@@ -29,7 +29,7 @@ def assert_same_batch(a, b):
 
 def test_dict_of_padded_tensors_is_kept_with_all_samples_in_order():
     batch = make_batch(n=4)
-    prepared, indices = prepare_samples(batch, n_samples=32, seed=0, pad_token_id=1)
+    prepared, indices = prepare_samples(batch, num_samples=32, seed=0, pad_token_id=1)
     assert indices == [0, 1, 2, 3]
     assert_same_batch(prepared, batch)
 
@@ -41,23 +41,23 @@ def test_ragged_lists_dataset_and_dataloader_give_the_same_batch():
     loader = DataLoader(dataset.with_format("torch"), batch_size=4, collate_fn=lambda b: {
         "input_ids": [x["input_ids"] for x in b], "labels": torch.stack([x["label"] for x in b])})  # fmt: skip
     for data in (as_lists, dataset, rows, loader):
-        prepared, indices = prepare_samples(data, n_samples=6, seed=0, pad_token_id=1)
+        prepared, indices = prepare_samples(data, num_samples=6, seed=0, pad_token_id=1)
         assert indices == list(range(6))
         assert_same_batch(prepared, batch)
 
 
 def test_draw_is_seeded_sorted_and_without_repeats():
     data = make_batch(n=20)
-    _, first = prepare_samples(data, n_samples=5, seed=3, pad_token_id=1)
-    _, again = prepare_samples(data, n_samples=5, seed=3, pad_token_id=1)
-    _, other = prepare_samples(data, n_samples=5, seed=4, pad_token_id=1)
+    _, first = prepare_samples(data, num_samples=5, seed=3, pad_token_id=1)
+    _, again = prepare_samples(data, num_samples=5, seed=3, pad_token_id=1)
+    _, other = prepare_samples(data, num_samples=5, seed=4, pad_token_id=1)
     assert first == again == sorted(set(first)) and len(first) == 5
     assert other != first
 
 
 def test_dataloader_gives_its_first_examples():
     data = datasets.Dataset.from_dict(make_batch(n=10)).with_format("torch")
-    prepared, indices = prepare_samples(DataLoader(data, batch_size=3), n_samples=4, seed=0, pad_token_id=1)
+    prepared, indices = prepare_samples(DataLoader(data, batch_size=3), num_samples=4, seed=0, pad_token_id=1)
     assert indices == [0, 1, 2, 3]
     assert torch.equal(prepared["labels"], data["labels"][:4])
 
@@ -65,7 +65,7 @@ def test_dataloader_gives_its_first_examples():
 def test_left_padding_is_moved_right_and_trailing_padding_trimmed():
     batch = {"input_ids": torch.tensor([[1, 1, 5, 6], [7, 8, 9, 1]]),
              "attention_mask": torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]])}  # fmt: skip
-    prepared, _ = prepare_samples(batch, n_samples=8, seed=0, pad_token_id=0)
+    prepared, _ = prepare_samples(batch, num_samples=8, seed=0, pad_token_id=0)
     assert prepared["input_ids"].tolist() == [[5, 6, 0], [7, 8, 9]]
     assert prepared["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
 
@@ -73,7 +73,7 @@ def test_left_padding_is_moved_right_and_trailing_padding_trimmed():
 def test_token_labels_follow_their_tokens():
     batch = {"input_ids": torch.tensor([[1, 5, 6]]).repeat(2, 1), "attention_mask": torch.tensor([[0, 1, 1]] * 2),
              "labels": torch.tensor([[-100, 5, 6]] * 2)}  # fmt: skip
-    prepared, _ = prepare_samples(batch, n_samples=8, seed=0, pad_token_id=0)
+    prepared, _ = prepare_samples(batch, num_samples=8, seed=0, pad_token_id=0)
     assert prepared["labels"].tolist() == [[5, 6]] * 2
 
 
@@ -91,4 +91,4 @@ def test_token_labels_follow_their_tokens():
 )
 def test_bad_data_raises_a_typed_error_naming_the_fix(data, message):
     with pytest.raises(InvalidInputError, match=message):
-        prepare_samples(data, n_samples=8, seed=0, pad_token_id=0)
+        prepare_samples(data, num_samples=8, seed=0, pad_token_id=0)

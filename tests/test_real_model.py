@@ -33,7 +33,7 @@ def lora_config() -> LoraConfig:
 
 
 def select(model: nn.Module, batch: dict[str, torch.Tensor], engine: str = "func") -> SelectionResult:
-    selector = NTKSelector(model, lora_config(), budget=3, n_samples=N_SAMPLES, engine=engine, show_progress=False)
+    selector = NTKSelector(model, lora_config(), budget=3, num_samples=N_SAMPLES, engine=engine, show_progress=False)
     return selector.select(batch)
 
 

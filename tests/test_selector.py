@@ -82,8 +82,9 @@ def test_ranking_is_sorted_and_complete_with_parameter_counts(objective, descend
 
 
 def test_result_records_how_it_was_made():
-    _, result = select(data=make_batch(n=6), n_samples=4, seed=7, engine="hooks", sigma=1e-3)
-    assert (result.sigma, result.seed, result.engine, result.output, result.budget) == (1e-3, 7, "hooks", "trace", 2)
+    _, result = select(data=make_batch(n=6), num_samples=4, seed=7, engine="hooks", sigma=1e-3)
+    made = (result.sigma, result.seed, result.engine, result.output_mode, result.budget)
+    assert made == (1e-3, 7, "hooks", "trace", 2)
     assert len(result.sample_indices) == 4 and result.base_kernel.shape == (4, 4)
     assert result.contributions.shape == (len(result.candidates), 4, 4)
     assert {name: a.shape for name, a in result.adapter_init.items()} == {c.name: (4, 16) for c in result.candidates}
@@ -97,8 +98,8 @@ def test_json_round_trip_rebuilds_the_result_exactly():
     assert torch.equal(again.contributions, result.contributions) and torch.equal(again.base_kernel, result.base_kernel)
     assert all(torch.equal(again.adapter_init[k], v) for k, v in result.adapter_init.items())
     assert again.lora_config == result.lora_config
-    assert (again.sigma, again.seed, again.sample_indices, again.engine) == (
-        result.sigma, result.seed, result.sample_indices, result.engine)  # fmt: skip
+    assert (again.settings, again.seed, again.sample_indices, again.engine) == (
+        result.settings, result.seed, result.sample_indices, result.engine)  # fmt: skip
 
 
 @pytest.mark.parametrize("data", [{"format": "something else"}, {"format": "peft_ntk_select.SelectionResult",
@@ -156,7 +157,7 @@ def test_causal_lm_defaults_to_loss_output_and_zero_base_kernel():
     model = make_model("llama_lm")
     result = NTKSelector(model, LoraConfig(r=2, lora_alpha=4, task_type="CAUSAL_LM"), budget=1,
                          show_progress=False).select(make_batch(labels=None))  # fmt: skip
-    assert result.output == "loss"
+    assert result.output_mode == "loss"
     assert not result.base_kernel.any()
     assert result.ranking[0].risk is None
 
@@ -194,7 +195,7 @@ def test_model_is_unchanged_after_select(engine):
 def test_model_is_unchanged_when_an_error_is_raised_mid_way(engine):
     model = make_model("bert", num_labels=3).train()
     before = model_snapshot(model)
-    selector = NTKSelector(model, LoraConfig(r=2, task_type="SEQ_CLS"), budget=1, engine=engine, output="margin",
+    selector = NTKSelector(model, LoraConfig(r=2, task_type="SEQ_CLS"), budget=1, engine=engine, output_mode="margin",
                            show_progress=False)  # fmt: skip
     with pytest.raises(InvalidConfigError, match="binary classifier"):
         selector.select(make_batch(labels=3))  # raised inside the forward pass, hooks attached, eval mode on
@@ -253,9 +254,9 @@ def test_plot_adds_the_stability_and_linearity_panels_when_given(tmp_path):
 def test_large_space_switches_to_exact_search_with_the_same_optimum():
     _, exhaustive = select(budget=3, search="exhaustive")
     _, automatic = select(budget=3, max_subsets=10)
-    assert automatic.certificate.method == "exact" and automatic.certificate.optimal
+    assert automatic.certificate.search == "exact" and automatic.certificate.optimal
     assert automatic.ranking == exhaustive.ranking[:10]
-    assert exhaustive.certificate.method == "exhaustive" and len(exhaustive.ranking) == 20
+    assert exhaustive.certificate.search == "exhaustive" and len(exhaustive.ranking) == 20
 
 
 @pytest.mark.parametrize(

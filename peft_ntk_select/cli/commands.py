@@ -25,9 +25,9 @@ from ..kernels.compute import KERNELS
 from ..kernels.head import HEADS
 from ..kernels.outputs import OUTPUT_MODES
 from ..result import RankedSubset, SelectionResult
-from ..search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
-from ..search.rank import METHODS
-from ..selector import BASES, NTKSelector
+from ..search import DEFAULT_OBJECTIVE, OBJECTIVES, SEARCHES
+from ..selector import NTKSelector
+from ..settings import BASES
 from ..tables import format_number, format_table
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
 
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_source_arguments(select)
-    select.add_argument("--n-samples", type=int, default=32, help="samples the kernels are computed on")
+    select.add_argument("--num-samples", type=int, default=32, help="samples the kernels are computed on")
     select.add_argument("--budget", type=int, default=3, help="modules per subset")
     select.add_argument("--param-budget", type=int, default=None, help="instead of --budget: every subset whose LoRA "
                         "parameters sum to at most this")  # fmt: skip
@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "structured space, this many layers with one of --kind-sets")  # fmt: skip
     select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "
                         "space, e.g. q+v,k,q+k+v")  # fmt: skip
-    select.add_argument("--search", choices=("auto", *METHODS), default="auto", help="search: auto = exhaustive up "
-                        "to 200,000 subsets, else exact branch-and-bound; greedy and beam for huge spaces")  # fmt: skip
+    select.add_argument("--search", choices=("auto", *SEARCHES), default="auto", help="search: auto = exhaustive up "
+                        "to 200,000 subsets, else exact branch-and-bound (beam without bounds); greedy and "
+                        "beam for huge spaces")  # fmt: skip
     select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v (default: all)")
     select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
     select.add_argument("--r", type=int, default=8, help="LoRA rank")
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn LoRA A; "
                         "expected: its exact mean over A (deterministic)")  # fmt: skip
     select.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE, help="what subsets are "
-                        "ranked by: min_ratio = Algorithm 2 as printed (lowest spectral ratio); max_ratio; "
+                        "ranked by: max_ratio = highest spectral ratio (measured best, README 'Which objective'); "
+                        "min_ratio = Algorithm 2 as printed (lowest spectral ratio); "
                         "max_lambda_max = largest lambda_max(S_C); min_risk = lowest kernel-ridge training risk; "
                         "max_alignment = kernel-target alignment; min_kappa = lowest condition number; "
                         "max_effective_rank = most spread S_C spectrum; min_loo_error = lowest leave-one-out "
@@ -145,21 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
         "real movie reviews, offline.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    _add_linearity_arguments(linearity)
+    return parser
+
+
+def _add_linearity_arguments(linearity: argparse.ArgumentParser) -> None:
     _add_source_arguments(linearity)
     linearity.add_argument("--radii", type=_float_list, default=",".join(f"{r:g}" for r in DEFAULT_RADII),
                            help="radii r = ||theta - theta0||, comma-separated")  # fmt: skip
-    linearity.add_argument("--n-models", type=int, default=5, help="random models per radius")
-    linearity.add_argument("--n-samples", type=int, default=32, help="samples whose pairs are compared")
+    linearity.add_argument("--num-models", type=int, default=5, help="random models per radius")
+    linearity.add_argument("--num-samples", type=int, default=32, help="samples whose pairs are compared")
     linearity.add_argument("--perturb", choices=PERTURB_MODES, default="all", help="perturb all weights, or only "
                            "the weights of the candidate modules (those LoRA would adapt)")  # fmt: skip
     linearity.add_argument("--kinds", type=_str_list, default=None, help="with --perturb candidates: candidate "
                            "kinds, e.g. q,v (default: all)")  # fmt: skip
     linearity.add_argument("--seed", type=int, default=0, help="seed of the sample draw, directions and new head")
-    linearity.add_argument("--output-dir", type=Path, default=None, help="folder for linearity.json and "
+    linearity.add_argument("--output", type=Path, default=None, help="folder for linearity.json and "
                            "linearity.png")  # fmt: skip
     linearity.add_argument("--json", action="store_true", help="print the curve as JSON on stdout")
     linearity.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
-    return parser
 
 
 def _short(result: SelectionResult) -> dict[str, str]:
@@ -188,9 +194,8 @@ def _certificate_line(result: SelectionResult) -> str:
     elif found.gap is None:
         proof = f"not proven optimal (objective {found.objective} has no bounds)"
     else:
-        unit = "in ratio" if found.objective in ("min_ratio", "max_ratio") else f"in {found.objective}"
-        proof = f"not proven optimal (gap {found.gap:.3g} {unit})"
-    return (f"search {found.method}: {found.space_size:,} admissible subsets, {found.evaluated:,} scored, "
+        proof = f"not proven optimal (gap {found.gap:.3g} in {found.objective})"
+    return (f"search {found.search}: {found.space_size:,} admissible subsets, {found.evaluated:,} scored, "
             f"{found.nodes:,} nodes, {proof}")  # fmt: skip
 
 
@@ -205,7 +210,7 @@ def report_text(result: SelectionResult, top: int) -> str:
                "LOO acc", "LoRA params"]  # fmt: skip
     lines = [
         f"{result.space} over {len(result.candidates)} candidates, n={len(result.sample_indices)}, "
-        f"sigma={result.sigma:g}, engine={result.engine}, output={result.output}, kernel={result.kernel}, "
+        f"sigma={result.sigma:g}, engine={result.engine}, output_mode={result.output_mode}, kernel={result.kernel}, "
         f"head={result.head}, base={result.base}, objective={result.objective}",
         _certificate_line(result),
         format_table(headers, rows),
@@ -266,15 +271,18 @@ def run_select(args: argparse.Namespace) -> None:
     selector = NTKSelector(
         model, config, budget=args.budget, param_budget=args.param_budget, layers_per_pick=args.layers_per_pick,
         kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
-        n_samples=args.n_samples, sigma=args.sigma, seed=args.seed, engine=args.engine, output=args.output_mode,
-        kinds=args.kinds, layers=args.layers, device=args.device, init_seed=args.init_seed, kernel=args.kernel,
+        num_samples=args.num_samples, sigma=args.sigma, seed=args.seed, engine=args.engine,
+        output_mode=args.output_mode, kinds=args.kinds, layers=args.layers, device=args.device,
+        init_seed=args.init_seed, kernel=args.kernel,
         head=args.head, objective=args.objective, base=args.base, max_memory=args.max_memory,
     )  # fmt: skip
     result = selector.select(data)
     seeds = range(args.stability)
     stability = selector.stability(data, seeds=seeds, sample_draws=seeds) if args.stability else None
     curve = (
-        linearity_curve(model, data, n_models=3, n_samples=args.n_samples, seed=args.seed) if args.linearity else None
+        linearity_curve(model, data, num_models=3, num_samples=args.num_samples, seed=args.seed)
+        if args.linearity
+        else None
     )
     extras = {"stability": stability, "linearity": curve}
     if args.output is not None:
@@ -309,7 +317,7 @@ def linearity_text(curve: LinearityCurve) -> str:
             for radius, avg, upper in zip(curve.radii, curve.l_avg, curve.l_upper, strict=True)]  # fmt: skip
     return "\n".join([
         f"linearity check (Algorithm 1): perturb={curve.perturb}, {len(curve.parameters)} weights of norm "
-        f"{curve.weight_norm:.4g}, n={curve.n_samples} samples, {curve.per_model.shape[1]} models per radius",
+        f"{curve.weight_norm:.4g}, n={curve.num_samples} samples, {curve.per_model.shape[1]} models per radius",
         format_table(["radius", "L_avg", "L_upper", f"L_avg / L_avg(r={curve.radii[0]:g})"], rows),
         "L = max over sample pairs of ||f(x') - f(x)|| / ||x' - x|| (x: input embeddings, f: logits)",
         "flat: the linearization (the kernel view) holds within that radius; rising: trust kernel-based picks less",
@@ -321,18 +329,18 @@ def run_linearity(args: argparse.Namespace) -> None:
         raise InvalidConfigError("--kinds chooses candidates: add --perturb candidates, or drop --kinds")
     model, data = load_model_and_data(args)
     candidates = discover_candidates(model, kinds=args.kinds) if args.perturb == "candidates" else None
-    curve = linearity_curve(model, data, args.radii, args.n_models, n_samples=args.n_samples, seed=args.seed,
+    curve = linearity_curve(model, data, args.radii, args.num_models, num_samples=args.num_samples, seed=args.seed,
                             perturb=args.perturb, candidates=candidates)  # fmt: skip
-    if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        (args.output_dir / "linearity.json").write_text(json.dumps(curve.to_dict()))
+    if args.output is not None:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "linearity.json").write_text(json.dumps(curve.to_dict()))
         try:
-            curve.plot(args.output_dir / "linearity.png")
-        except ImportError as err:
+            curve.plot(args.output / "linearity.png")
+        except NTKSelectError as err:
             logger.warning("linearity.png not written: %s", err)
     print(json.dumps(curve.to_dict()) if args.json else linearity_text(curve))
-    if args.output_dir is not None and not args.json:
-        print(f"wrote {args.output_dir}/linearity.json and linearity.png")
+    if args.output is not None and not args.json:
+        print(f"wrote {args.output}/linearity.json and linearity.png")
 
 
 COMMANDS = {"select": run_select, "linearity": run_linearity}

@@ -1,6 +1,6 @@
 """Algorithm 1, the linearity check: how fast does the model's sensitivity to its input change around θ0?
 
-For each radius r, ``n_models`` models θ = θ0 + r·v/||v|| (v ~ N(0, I) over the perturbed parameters) are run on
+For each radius r, ``num_models`` models θ = θ0 + r·v/||v|| (v ~ N(0, I) over the perturbed parameters) are run on
 the same samples. For each model, L_max is the largest ratio ||f_θ(x') − f_θ(x)|| / ||x' − x|| over sample pairs,
 where x is the input embedding sequence the model receives (``inputs_embeds``, zero at padded positions) and f
 the logits (zero at padded positions for token-level logits). L_avg(r) is the mean of L_max over the models,
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..candidates import Candidate, discover_candidates
 from ..errors import InvalidConfigError, InvalidInputError
+from ..figures import new_figure
 from ..inputs import prepare_samples
 from ..kernels.forward import (
     evaluation_mode,
@@ -55,8 +56,8 @@ class LinearityCurve:
         radii: the radii r, in the order given.
         l_avg: L_avg(r), the mean over the models of each model's largest pair ratio.
         l_upper: L_upper(r), the max over the models.
-        per_model: L_max of every model, (R, n_models) float64 (the same direction v_k in row after row).
-        n_samples: samples the pairs were drawn from (n samples give n(n-1)/2 pairs).
+        per_model: L_max of every model, (R, num_models) float64 (the same direction v_k in row after row).
+        num_samples: samples the pairs were drawn from (n samples give n(n-1)/2 pairs).
         perturb: ``"all"``, ``"candidates"``, or the names that were passed.
         seed: seed of the sample draw and of the directions.
         parameters: names of the perturbed parameters.
@@ -67,7 +68,7 @@ class LinearityCurve:
     l_avg: tuple[float, ...]
     l_upper: tuple[float, ...]
     per_model: torch.Tensor
-    n_samples: int
+    num_samples: int
     perturb: str | tuple[str, ...]
     seed: int = 0
     parameters: tuple[str, ...] = ()
@@ -80,7 +81,7 @@ class LinearityCurve:
             "l_avg": list(self.l_avg),
             "l_upper": list(self.l_upper),
             "per_model": self.per_model.tolist(),
-            "n_samples": self.n_samples,
+            "num_samples": self.num_samples,
             "perturb": self.perturb if isinstance(self.perturb, str) else list(self.perturb),
             "seed": self.seed,
             "parameters": list(self.parameters),
@@ -93,18 +94,14 @@ class LinearityCurve:
         Returns:
             The matplotlib ``Figure``.
         """
-        try:
-            from matplotlib.figure import Figure
-        except ImportError as err:
-            raise ImportError("plotting needs matplotlib: pip install 'peft-ntk-select[plot]'") from err
-        figure = Figure(figsize=(6, 4.2))
+        figure = new_figure(figsize=(6, 4.2))
         axis = figure.add_subplot()
         for row, radius in zip(self.per_model.tolist(), self.radii, strict=True):
             axis.plot([radius] * len(row), row, ".", color="0.7", zorder=1)
         axis.plot(self.radii, self.l_avg, "o-", label="L_avg (mean over models)", zorder=2)
         axis.plot(self.radii, self.l_upper, "s--", label="L_upper (max over models)", zorder=2)
         axis.set(
-            title=f"Linearity check (Algorithm 1), perturb={self._perturb_label()}, n={self.n_samples}",
+            title=f"Linearity check (Algorithm 1), perturb={self._perturb_label()}, n={self.num_samples}",
             xlabel=f"radius r = ||θ − θ0||   (||θ0|| = {self.weight_norm:.4g})",
             ylabel="max over pairs ||f(x') − f(x)|| / ||x' − x||",
         )
@@ -333,9 +330,9 @@ def linearity_curve(
     model: nn.Module,
     data: Any,
     radii: Iterable[float] = DEFAULT_RADII,
-    n_models: int = 5,
+    num_models: int = 5,
     *,
-    n_samples: int = 32,
+    num_samples: int = 32,
     seed: int = 0,
     perturb: str | Sequence[str] = "all",
     candidates: Sequence[Candidate | str] | None = None,
@@ -352,8 +349,8 @@ def linearity_curve(
         data: a dict of tensors (tokenizer output), a tokenized ``datasets.Dataset`` or any map-style dataset
             of dicts, or a DataLoader of dict batches (as for ``NTKSelector.select``).
         radii: the radii r = ||θ − θ0||, each >= 0.
-        n_models: random models per radius (n_T).
-        n_samples: samples drawn (with ``seed``); every pair of them is compared.
+        num_models: random models per radius (n_T).
+        num_samples: samples drawn (with ``seed``); every pair of them is compared.
         seed: seed of the sample draw and of the random directions.
         perturb: ``"all"`` parameters, the weights of the ``"candidates"`` (the weights LoRA would adapt),
             or a list of module names (their ``weight``) and parameter names.
@@ -363,18 +360,18 @@ def linearity_curve(
     """
     radii = check_radii(radii)
     require_weights_in_memory(model, "the linearity check")
-    _check_count("n_models", n_models, 1, " (random models per radius, e.g. 5)")
-    _check_count("n_samples", n_samples, 2, ": every pair of samples is compared (e.g. 32)")
+    _check_count("num_models", num_models, 1, " (random models per radius, e.g. 5)")
+    _check_count("num_samples", num_samples, 2, ": every pair of samples is compared (e.g. 32)")
     names = perturbed_parameters(model, perturb, candidates)
     pad_token_id = getattr(getattr(model, "config", None), "pad_token_id", None)
-    batch, _ = prepare_samples(data, n_samples=n_samples, seed=seed, pad_token_id=pad_token_id)
+    batch, _ = prepare_samples(data, num_samples=num_samples, seed=seed, pad_token_id=pad_token_id)
     _, device = model_dtype_device(model)
     batch = {key: value.to(device) for key, value in batch.items()}
     count = batch["input_ids"].shape[0]
-    directions = torch.randint(0, 2**62, (n_models,), generator=torch.Generator().manual_seed(seed)).tolist()
+    directions = torch.randint(0, 2**62, (num_models,), generator=torch.Generator().manual_seed(seed)).tolist()
     logger.info(
         "linearity check: %d samples, %d radii, %d models per radius, %d perturbed parameters",
-        count, len(radii), n_models, len(names),
+        count, len(radii), num_models, len(names),
     )  # fmt: skip
     with evaluation_mode(model), torch.no_grad(), _quiet_padding_warning(model):
         embeds = input_embeddings(model, batch)
@@ -392,7 +389,7 @@ def linearity_curve(
         for radius in tqdm(radii, desc="linearity", disable=not show_progress):
             if radius == 0:
                 at_theta0 = lipschitz(state) if at_theta0 is None else at_theta0
-                rows.append([at_theta0] * n_models)
+                rows.append([at_theta0] * num_models)
             else:
                 rows.append([lipschitz(perturbed_state(state, names, radius, seed_k)) for seed_k in directions])
     per_model = torch.tensor(rows, dtype=torch.float64)
@@ -401,7 +398,7 @@ def linearity_curve(
         l_avg=tuple(per_model.mean(dim=1).tolist()),
         l_upper=tuple(per_model.max(dim=1).values.tolist()),
         per_model=per_model,
-        n_samples=count,
+        num_samples=count,
         perturb=perturb if isinstance(perturb, str) else tuple(perturb),
         seed=seed,
         parameters=tuple(names),

@@ -1,7 +1,7 @@
 """How much a pick depends on chance: rankings over seeds of the LoRA init and over sample draws.
 
 With B = 0 at init, the LoRA kernel is a random r-dimensional sketch of the full-weight kernel
-(SCIENCE.md section 4), and the n samples are a random draw too. A pick that changes with either is
+(docs/science.md section 4), and the n samples are a random draw too. A pick that changes with either is
 noise. ``stability`` compares the rankings of repeated selections: Kendall tau between every pair of
 runs (on the scores of one common list of subsets), how often the runs agree on the best subset, and how
 often each candidate is in the best subset.
@@ -24,7 +24,6 @@ from ..tables import format_table
 if TYPE_CHECKING:
     from ..result import SelectionResult
 
-AXES = ("init", "samples")
 _CHUNK = 1024
 
 

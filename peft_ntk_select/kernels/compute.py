@@ -64,8 +64,8 @@ def compute_kernels(
     candidates: Sequence[Candidate],
     lora_config: LoraConfig,
     *,
-    engine: str = "func",
-    output: str | None = None,
+    engine: str = "auto",
+    output_mode: str | None = None,
     seed: int = 0,
     chunk_size: int = 8,
     show_progress: bool = False,
@@ -80,8 +80,9 @@ def compute_kernels(
         batch: ``input_ids`` and ``attention_mask`` (n, T), optional ``token_type_ids``, ``labels``.
         candidates: the L candidate modules.
         lora_config: r, lora_alpha, use_rslora, rank/alpha patterns, init, modules_to_save, task_type.
-        engine: ``func``, ``hooks`` or ``reference`` (same kernels, different cost).
-        output: ``trace``, ``margin`` or ``loss``; None picks ``loss`` for causal LMs, else ``trace``.
+        engine: ``func``, ``hooks`` or ``reference`` (same kernels, different cost), or ``auto``: ``func``,
+            or ``hooks`` where torch.func cannot trace the model (``resolve_engine``).
+        output_mode: ``trace``, ``margin`` or ``loss``; None picks ``loss`` for causal LMs, else ``trace``.
         seed: seed of the LoRA A draw.
         kernel: ``lora``: S_l is the LoRA kernel at the seeded A (a random rank-r sketch);
             ``expected``: S_l is its exact mean over A, s^2 r Var(A_ij) times the kernel of the module's
@@ -103,10 +104,11 @@ def compute_kernels(
         a result can still start fine-tuning from it).
     """
     validate_lora_config(lora_config)
-    validate_engine(engine)
+    validate_engine(engine, allow_auto=True)
+    engine = resolve_engine(engine, model)
     validate_kernel(kernel)
     validate_memory_budget(memory_budget)
-    output = output or default_output(model)
+    output = output_mode or default_output(model)
     validate_output(output, model, batch)
     if batch["input_ids"].shape[0] < 2:
         raise InvalidInputError("a kernel needs at least 2 samples: pass more examples")

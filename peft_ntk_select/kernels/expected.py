@@ -1,7 +1,7 @@
 """The expected kernel: each candidate's LoRA contribution averaged over the random A, computed exactly.
 
 With B = 0 at init, a candidate's LoRA kernel is S_l(x, x') = s^2 sum_{t,t'} <delta_t, delta'_t'> <A x_t, A x'_t'>
-(SCIENCE.md section 4). A has iid zero-mean entries, so E_A[A^T A] = r Var(A_ij) I and
+(docs/science.md section 4). A has iid zero-mean entries, so E_A[A^T A] = r Var(A_ij) I and
 
     E_A[S_l] = s^2 r Var(A_ij) K_W,    K_W(x, x') = sum_a sum_{t,t'} <delta_at, delta'_at'> <x_t, x'_t'>,
 

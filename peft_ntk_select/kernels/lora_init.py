@@ -1,7 +1,7 @@
 """The LoRA initialisation at which kernels are taken: ranks, scales and the random A of each candidate.
 
 PEFT's default init draws A and sets B = 0, so f is unchanged and only B has a gradient. The kernel of a
-candidate is then s^2 sum_{t,t'} <delta_t, delta'_t'> <A x_t, A x'_t'> (SCIENCE.md section 4), and its
+candidate is then s^2 sum_{t,t'} <delta_t, delta'_t'> <A x_t, A x'_t'> (docs/science.md section 4), and its
 expectation over A is s^2 r Var(A_ij) times the full-weight kernel (``expected_factor``).
 """
 

@@ -1,4 +1,4 @@
-"""Bounds on the top eigenvalue of every completion of a partial subset (SCIENCE.md section 3).
+"""Bounds on the top eigenvalue of every completion of a partial subset (docs/science.md section 3).
 
 For a partial pick with kernel A = K + S_P (K = 0 for an objective of S_C alone) and any completion Q:
 

@@ -3,7 +3,7 @@
 Every objective maps the subset kernel K + S_C (and, where it says so, S_C alone or the sample targets
 Y) to one number per subset. ``"max_ratio"`` is the default (``DEFAULT_OBJECTIVE``: measured on real
 data, accuracy rises with the ratio); ``"min_ratio"`` is Algorithm 2 as printed, an option; the others are
-the alternatives the papers' quantities suggest (SCIENCE.md sections 2-3):
+the alternatives the papers' quantities suggest (docs/science.md sections 2-3):
 
 - ``min_ratio`` / ``max_ratio``: r_C = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I);
 - ``max_lambda_max``: lambda_max(S_C), the subset's own kernel without K;

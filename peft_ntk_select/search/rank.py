@@ -57,7 +57,6 @@ DEFAULT_MAX_NODES = 100_000
 DEFAULT_BEAM_WIDTH = 8
 DEFAULT_TOP = 10  # subsets kept by an ``"auto"`` search that is not exhaustive, when no ``top`` is given
 SEARCHES = ("exact", "exhaustive", "greedy", "beam")
-METHODS = SEARCHES  # the old name, until cli/commands.py imports SEARCHES from peft_ntk_select.search
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Admissible spaces: which subsets of candidates the search may pick (SCIENCE.md section 3).
+"""Admissible spaces: which subsets of candidates the search may pick (docs/science.md section 3).
 
 Every S_l is PSD, so the spectral ratio never drops when a candidate is added and the unconstrained
 argmin is the empty set: the search needs a constraint. Three kinds, as plain frozen dataclasses:

@@ -1,4 +1,4 @@
-"""Spectral quantities of kernels, batched, in float64 (SCIENCE.md sections 2-3).
+"""Spectral quantities of kernels, batched, in float64 (docs/science.md sections 2-3).
 
 Conventions: ``lambda_min``/``lambda_max`` are eigenvalues of the kernel itself (K + S_C, no sigma);
 sigma enters the ratio, the condition number and the risk through K + S_C + sigma I.

@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def test_train_with_trainer_prints_eval_accuracy(tmp_path: Path) -> None:
     command = [
         sys.executable, str(EXAMPLES / "train_with_trainer.py"),
-        "--train-size", "64", "--eval-size", "32", "--epochs", "1", "--n-samples", "8",
+        "--train-size", "64", "--eval-size", "32", "--epochs", "1", "--num-samples", "8",
         "--output", str(tmp_path),
     ]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)

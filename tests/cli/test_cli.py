@@ -12,7 +12,7 @@ from peft import LoraConfig
 
 from peft_ntk_select.cli.commands import build_parser, main
 
-OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--n-samples", "--budget",
+OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--num-samples", "--budget",
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
            "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
@@ -51,7 +51,7 @@ def test_module_entry_point_prints_help():
 def test_json_output_parses_and_files_load(capsys, model_dir, csv_file, tmp_path):
     out = tmp_path / "out"
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--output", out,
+                            "--label-column", "sentiment", "--num-samples", 6, "--budget", 2, "--output", out,
                             "--json")  # fmt: skip
     assert status == 0
     summary = json.loads(stdout)
@@ -63,7 +63,7 @@ def test_json_output_parses_and_files_load(capsys, model_dir, csv_file, tmp_path
 
 def test_text_pairs_and_options_reach_the_selector(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--text-pair-column", "title", "--label-column", "sentiment", "--n-samples", 4,
+                            "--text-pair-column", "title", "--label-column", "sentiment", "--num-samples", 4,
                             "--budget", 1, "--kinds", "q,v", "--layers", "1", "--engine", "hooks",
                             "--output-mode", "margin", "--sigma", "0.01", "--json")  # fmt: skip
     summary = json.loads(stdout)
@@ -76,7 +76,7 @@ def test_text_pairs_and_options_reach_the_selector(capsys, model_dir, csv_file):
 
 def test_table_output_shows_ranking_and_default(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--top", 3)  # fmt: skip
+                            "--label-column", "sentiment", "--num-samples", 4, "--budget", 1, "--top", 3)  # fmt: skip
     assert status == 0
     assert "#0" in stdout and "#2" in stdout and "#3" not in stdout and "default" in stdout and "picked:" in stdout
 
@@ -84,7 +84,7 @@ def test_table_output_shows_ranking_and_default(capsys, model_dir, csv_file):
 def test_stability_linearity_kernel_and_head_options_reach_the_output(capsys, model_dir, csv_file, tmp_path):
     out = tmp_path / "out"
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 1, "--kernel", "expected",
+                            "--label-column", "sentiment", "--num-samples", 6, "--budget", 1, "--kernel", "expected",
                             "--head", "probe", "--init-seed", 3, "--stability", 2, "--linearity", "--output", out,
                             "--json")  # fmt: skip
     assert status == 0
@@ -100,7 +100,7 @@ def test_stability_linearity_kernel_and_head_options_reach_the_output(capsys, mo
 
 def test_table_output_prints_the_stability_table_and_the_linearity_curve(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 4, "--budget", 1, "--stability", 2,
+                            "--label-column", "sentiment", "--num-samples", 4, "--budget", 1, "--stability", 2,
                             "--linearity")  # fmt: skip
     assert status == 0
     assert "LOO acc" in stdout and "mean tau" in stdout and "L_upper" in stdout
@@ -112,7 +112,7 @@ def test_table_output_prints_the_stability_table_and_the_linearity_curve(capsys,
         (["--stability", 1], "at least 2 runs"),
         (["--label-column", "stars"], "column 'stars' not in the data"),
         (["--budget", 0], "budget=0 must be an integer"),
-        (["--n-samples", 1], "n_samples=1 must be an integer >= 2"),
+        (["--num-samples", 1], "num_samples=1 must be an integer >= 2"),
         (["--max-memory", "lots"], "max_memory='lots': pass a positive number of bytes"),
         (["--max-memory", "1kB"], "max_memory=1000 bytes cannot hold the kernel pass of one sample"),
         (["--data", "missing.csv"], "does not exist"),
@@ -142,24 +142,24 @@ def test_argument_type_errors_are_one_line(capsys):
 
 def test_structured_space_and_search_options(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 4, "--layers-per-pick", 1,
+                            "--label-column", "sentiment", "--num-samples", 4, "--layers-per-pick", 1,
                             "--kind-sets", "q+v,k", "--search", "exact", "--top", 3, "--json")  # fmt: skip
     summary = json.loads(stdout)
     assert status == 0 and summary["space"].startswith("Structured")
-    assert summary["certificate"]["method"] == "exact" and summary["certificate"]["optimal"]
+    assert summary["certificate"]["search"] == "exact" and summary["certificate"]["optimal"]
     assert len(summary["ranking"]) == 3
 
 
 def test_param_budget_option_bounds_every_subset(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 4, "--param-budget", 512,
+                            "--label-column", "sentiment", "--num-samples", 4, "--param-budget", 512,
                             "--json")  # fmt: skip
     summary = json.loads(stdout)
     assert status == 0 and all(entry["num_params"] <= 512 for entry in summary["ranking"])
 
 
 LINEARITY_OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-column", "--max-length",
-                     "--radii", "--n-models", "--n-samples", "--perturb", "--kinds", "--seed", "--output-dir",
+                     "--radii", "--num-models", "--num-samples", "--perturb", "--kinds", "--seed", "--output",
                      "--json", "--debug"]  # fmt: skip
 
 
@@ -179,18 +179,18 @@ def test_linearity_help_lists_every_option():
 
 def test_linearity_json_output_and_files(capsys, model_dir, csv_file, tmp_path):
     out = tmp_path / "curve"
-    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,1", "--n-models", 2,
-                                      "--n-samples", 4, "--output-dir", out, "--json")  # fmt: skip
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,1", "--num-models", 2,
+                                      "--num-samples", 4, "--output", out, "--json")  # fmt: skip
     assert status == 0
     curve = json.loads(stdout)
-    assert curve["radii"] == [0.0, 1.0] and len(curve["per_model"][0]) == 2 and curve["n_samples"] == 4
+    assert curve["radii"] == [0.0, 1.0] and len(curve["per_model"][0]) == 2 and curve["num_samples"] == 4
     assert json.loads((out / "linearity.json").read_text()) == curve
     assert (out / "linearity.png").stat().st_size > 0
 
 
 def test_linearity_table_perturbs_only_the_chosen_candidate_kinds(capsys, model_dir, csv_file):
-    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,2", "--n-models", 1,
-                                      "--n-samples", 3, "--perturb", "candidates", "--kinds", "q")  # fmt: skip
+    status, stdout, _ = run_linearity(capsys, model_dir, csv_file, "--radii", "0,2", "--num-models", 1,
+                                      "--num-samples", 3, "--perturb", "candidates", "--kinds", "q")  # fmt: skip
     assert status == 0
     assert "perturb=candidates, 2 weights" in stdout and "L_upper" in stdout and "flat:" in stdout
 
@@ -199,12 +199,12 @@ def test_linearity_table_perturbs_only_the_chosen_candidate_kinds(capsys, model_
     ("args", "message"),
     [
         (["--radii", "0,-1"], "negative or not finite"),
-        (["--n-models", 0], "n_models=0 must be an integer >= 1"),
+        (["--num-models", 0], "num_models=0 must be an integer >= 1"),
         (["--kinds", "q"], "add --perturb candidates"),
     ],
 )
 def test_linearity_bad_arguments_exit_non_zero_with_one_line(capsys, model_dir, csv_file, args, message):
-    status, _, stderr = run_linearity(capsys, model_dir, csv_file, "--n-samples", 3, *args)
+    status, _, stderr = run_linearity(capsys, model_dir, csv_file, "--num-samples", 3, *args)
     assert status != 0
     assert message in stderr and len(stderr.strip().splitlines()) == 1
 
@@ -218,7 +218,7 @@ def test_linearity_radii_must_be_numbers(capsys):
 
 def test_objective_and_base_options_reach_the_ranking(capsys, model_dir, csv_file):
     status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
-                            "--label-column", "sentiment", "--n-samples", 6, "--budget", 2, "--objective",
+                            "--label-column", "sentiment", "--num-samples", 6, "--budget", 2, "--objective",
                             "max_alignment", "--base", "none", "--json")  # fmt: skip
     assert status == 0
     summary = json.loads(stdout)

@@ -56,7 +56,7 @@ def direct_largest_ratio(model: nn.Module, batch: dict[str, torch.Tensor]) -> fl
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2", "gpt2_lm"])
 def test_at_radius_zero_every_model_gives_the_direct_pairwise_maximum(family):
     model, batch = make_model(family), make_batch(labels=None)
-    curve = linearity_curve(model, batch, [0.0], n_models=3, **QUIET)
+    curve = linearity_curve(model, batch, [0.0], num_models=3, **QUIET)
     expected = direct_largest_ratio(model, batch)
     assert curve.per_model.shape == (1, 3)
     torch.testing.assert_close(curve.per_model, torch.full((1, 3), expected, dtype=torch.float64), rtol=1e-9, atol=0)
@@ -65,8 +65,8 @@ def test_at_radius_zero_every_model_gives_the_direct_pairwise_maximum(family):
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
 def test_tiny_models_of_each_family_give_a_finite_curve(family):
-    curve = linearity_curve(make_model(family), make_batch(), [0, 0.5, 2], n_models=2, **QUIET)
-    assert curve.radii == (0.0, 0.5, 2.0) and curve.per_model.shape == (3, 2) and curve.n_samples == 5
+    curve = linearity_curve(make_model(family), make_batch(), [0, 0.5, 2], num_models=2, **QUIET)
+    assert curve.radii == (0.0, 0.5, 2.0) and curve.per_model.shape == (3, 2) and curve.num_samples == 5
     assert torch.isfinite(curve.per_model).all() and (curve.per_model > 0).all()
     assert all(upper >= avg for upper, avg in zip(curve.l_upper, curve.l_avg, strict=True))
     assert curve.per_model[1:].ne(curve.per_model[0, 0]).all()  # r > 0 does move the weights
@@ -76,14 +76,14 @@ def test_tiny_models_of_each_family_give_a_finite_curve(family):
 @given(radii=st.lists(st.floats(0.0, 10.0), min_size=1, max_size=3), seed=st.integers(0, 10_000))
 def test_linear_model_never_exceeds_the_spectral_norm_plus_radius(radii, seed):
     model = LinearModel()
-    curve = linearity_curve(model, make_batch(labels=None), radii, n_models=3, seed=seed, perturb=["theta"], **QUIET)
+    curve = linearity_curve(model, make_batch(labels=None), radii, num_models=3, seed=seed, perturb=["theta"], **QUIET)
     spectral_norm = float(torch.linalg.matrix_norm(model.theta.weight.detach(), ord=2))
     for radius, upper in zip(curve.radii, curve.l_upper, strict=True):
         assert upper <= spectral_norm + radius + 1e-12
 
 
 def test_perturbing_a_module_the_output_never_uses_leaves_the_curve_flat():
-    curve = linearity_curve(LinearModel(), make_batch(labels=None), [0, 1, 5], n_models=2, perturb=["unused"], **QUIET)
+    curve = linearity_curve(LinearModel(), make_batch(labels=None), [0, 1, 5], num_models=2, perturb=["unused"], **QUIET)
     assert curve.parameters == ("unused.weight",)
     assert curve.per_model.eq(curve.per_model[0, 0]).all()
 
@@ -99,7 +99,7 @@ def test_candidates_perturb_exactly_the_candidate_weights(monkeypatch):
         return torch.func.functional_call(module, state, *args, **kwargs)
 
     monkeypatch.setattr(linearity, "functional_call", spy)
-    curve = linearity_curve(model, make_batch(), [0, 1], n_models=2, perturb="candidates", candidates=candidates,
+    curve = linearity_curve(model, make_batch(), [0, 1], num_models=2, perturb="candidates", candidates=candidates,
                             **QUIET)  # fmt: skip
     weights = {f"{candidate.name}.weight" for candidate in candidates}
     assert seen == [set(), weights, weights]
@@ -108,7 +108,7 @@ def test_candidates_perturb_exactly_the_candidate_weights(monkeypatch):
 
 def test_candidates_default_to_every_discovered_candidate():
     model = make_model("gpt2")
-    curve = linearity_curve(model, make_batch(), [1], n_models=1, perturb="candidates", **QUIET)
+    curve = linearity_curve(model, make_batch(), [1], num_models=1, perturb="candidates", **QUIET)
     assert curve.parameters == tuple(f"{candidate.name}.weight" for candidate in discover_candidates(model))
 
 
@@ -128,22 +128,22 @@ def test_users_model_is_unchanged(perturb):
     model.classifier.register_forward_hook(lambda *args: None)
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
     before = model_snapshot(model)
-    linearity_curve(model, make_batch(), [0, 2], n_models=2, perturb=perturb, **QUIET)
+    linearity_curve(model, make_batch(), [0, 2], num_models=2, perturb=perturb, **QUIET)
     assert model_snapshot(model) == before
 
 
 def test_seed_fixes_the_curve_and_each_direction_is_shared_across_radii():
     model, batch = make_model("bert", hidden_dropout_prob=0.5), make_batch()
     model.train()
-    curve = linearity_curve(model, batch, [0, 1, 3], n_models=3, seed=7, **QUIET)
-    again = linearity_curve(model, batch, [3], n_models=3, seed=7, **QUIET)
-    other = linearity_curve(model, batch, [3], n_models=3, seed=8, **QUIET)
+    curve = linearity_curve(model, batch, [0, 1, 3], num_models=3, seed=7, **QUIET)
+    again = linearity_curve(model, batch, [3], num_models=3, seed=7, **QUIET)
+    other = linearity_curve(model, batch, [3], num_models=3, seed=8, **QUIET)
     assert torch.equal(curve.per_model[2:], again.per_model)
     assert not torch.equal(curve.per_model[2:], other.per_model)
 
 
 def test_to_dict_is_json_and_plot_writes_a_png(tmp_path):
-    curve = linearity_curve(make_model("bert"), make_batch(), [0, 1], n_models=2, **QUIET)
+    curve = linearity_curve(make_model("bert"), make_batch(), [0, 1], num_models=2, **QUIET)
     data = json.loads(json.dumps(curve.to_dict()))
     assert data["radii"] == [0.0, 1.0] and len(data["per_model"]) == 2 and data["perturb"] == "all"
     assert data["l_upper"] == list(curve.l_upper) and data["weight_norm"] == curve.weight_norm > 0
@@ -165,8 +165,8 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch):
         ({"radii": [float("nan")]}, InvalidConfigError, "negative or not finite"),
         ({"radii": []}, InvalidConfigError, "radii is empty"),
         ({"radii": 1.0}, InvalidConfigError, "must be a list of numbers"),
-        ({"n_models": 0}, InvalidConfigError, "n_models=0 must be an integer >= 1"),
-        ({"n_samples": 1}, InvalidConfigError, "n_samples=1 must be an integer >= 2"),
+        ({"num_models": 0}, InvalidConfigError, "num_models=0 must be an integer >= 1"),
+        ({"num_samples": 1}, InvalidConfigError, "num_samples=1 must be an integer >= 2"),
         ({"perturb": "some"}, InvalidConfigError, "unknown perturb 'some'"),
         ({"perturb": ["bert.no_such_module"]}, InvalidConfigError, "model.named_modules()"),
         ({"candidates": ["bert.encoder.layer.0.attention.self.query"]}, InvalidConfigError, "perturb='candidates'"),

@@ -50,7 +50,7 @@ def test_kendall_tau_of_the_same_and_of_the_reversed_order():
 
 
 def _selector(**kw) -> NTKSelector:
-    return NTKSelector(make_model("bert"), CONFIG, budget=2, n_samples=6, show_progress=False, **kw)
+    return NTKSelector(make_model("bert"), CONFIG, budget=2, num_samples=6, show_progress=False, **kw)
 
 
 def test_identical_runs_agree_completely():

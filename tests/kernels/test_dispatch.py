@@ -66,10 +66,10 @@ def test_dispatched_kernels_equal_the_plain_models(family, place, engine):
 def test_selection_on_a_dispatched_model_matches_and_leaves_it_untouched(family):
     model = make_model(family)
     data = make_batch(n=6)
-    expected = NTKSelector(model, CONFIG, budget=2, engine="hooks", n_samples=6, show_progress=False).select(data)
+    expected = NTKSelector(model, CONFIG, budget=2, engine="hooks", num_samples=6, show_progress=False).select(data)
     moved = dispatched(model, family)
     before = model_snapshot(moved)
-    result = NTKSelector(moved, CONFIG, budget=2, engine="hooks", n_samples=6, show_progress=False).select(data)
+    result = NTKSelector(moved, CONFIG, budget=2, engine="hooks", num_samples=6, show_progress=False).select(data)
     assert model_snapshot(moved) == before
     assert [entry.modules for entry in result.ranking] == [entry.modules for entry in expected.ranking]
     torch.testing.assert_close(result.contributions, expected.contributions, rtol=1e-10, atol=1e-14)
@@ -82,7 +82,7 @@ def accelerate_hooks(model):
 def test_offloaded_model_keeps_its_hooks_and_meta_weights():
     moved = offloaded(make_model("bert"))
     hooks = accelerate_hooks(moved)
-    NTKSelector(moved, CONFIG, budget=2, engine="hooks", n_samples=5, show_progress=False).select(make_batch())
+    NTKSelector(moved, CONFIG, budget=2, engine="hooks", num_samples=5, show_progress=False).select(make_batch())
     assert accelerate_hooks(moved) == hooks
     assert {p.device.type for p in moved.parameters()} == {"meta"}
     assert all(not p.requires_grad or p.grad is None for p in moved.parameters())
@@ -93,9 +93,9 @@ def test_func_engine_names_the_fix_for_a_dispatched_model_and_auto_picks_hooks(c
     with pytest.raises(KernelComputationError, match="engine='hooks'"):
         kernels(offloaded(model), "func")
     with caplog.at_level("INFO", logger="peft_ntk_select"):
-        result = NTKSelector(offloaded(model), CONFIG, budget=2, n_samples=5, show_progress=False).select(make_batch())
+        result = NTKSelector(offloaded(model), CONFIG, budget=2, num_samples=5, show_progress=False).select(make_batch())
     assert result.engine == "hooks" and "engine='auto' uses 'hooks': the model is dispatched" in caplog.text
-    plain = NTKSelector(model, CONFIG, budget=2, n_samples=5, show_progress=False).select(make_batch())
+    plain = NTKSelector(model, CONFIG, budget=2, num_samples=5, show_progress=False).select(make_batch())
     assert plain.engine == "func"
     torch.testing.assert_close(result.contributions, plain.contributions, rtol=1e-10, atol=1e-14)
 
@@ -110,8 +110,8 @@ def test_what_needs_offloaded_weights_says_so_and_leaves_the_model_alone():
     with pytest.raises(InvalidConfigError, match="head='probe' needs the model's weights in memory"):
         NTKSelector(moved, CONFIG, budget=1, head="probe", show_progress=False).select(make_batch())
     with pytest.raises(InvalidConfigError, match="the linearity check needs the model's weights in memory"):
-        linearity_curve(moved, make_batch(), radii=[0.0, 0.1], n_models=1, show_progress=False)
+        linearity_curve(moved, make_batch(), radii=[0.0, 0.1], num_models=1, show_progress=False)
     assert accelerate_hooks(moved) == hooks and {p.device.type for p in moved.parameters()} == {"meta"}
     kept = dispatched(make_model("bert"), "bert")  # weights on devices: both work
     NTKSelector(kept, CONFIG, budget=1, head="probe", engine="hooks", show_progress=False).select(make_batch())
-    linearity_curve(kept, make_batch(), radii=[0.0, 0.1], n_models=1, show_progress=False)
+    linearity_curve(kept, make_batch(), radii=[0.0, 0.1], num_models=1, show_progress=False)

@@ -48,7 +48,7 @@ def compute(family: str, engine: str, kernel: str, n: int) -> dict:
         base, parts, _ = compute_kernels(model, batch, candidates, CONFIG, engine=engine, kernel=kernel, chunk_size=2)
     finally:
         compute_module.ENGINES[engine] = run
-    result = NTKSelector(model, CONFIG, budget=2, engine=engine, kernel=kernel, n_samples=n,
+    result = NTKSelector(model, CONFIG, budget=2, engine=engine, kernel=kernel, num_samples=n,
                          show_progress=False).select(batch)  # fmt: skip
     unchanged = model_snapshot(model) == before
     return {"base": base, "parts": parts, "seen": seen, "ranking": [entry.modules for entry in result.ranking],
@@ -100,7 +100,7 @@ from peft_ntk_select.kernels.distributed import process_group
 
 model = make_model("bert")
 result = NTKSelector(model, LoraConfig(r=2, lora_alpha=4, task_type="SEQ_CLS"), budget=2, engine="hooks",
-                     n_samples=6, show_progress=False).select(make_batch(n=6))
+                     num_samples=6, show_progress=False).select(make_batch(n=6))
 rank, world = process_group()
 with open(f"{out}/launched{{rank}}.json", "w") as handle:
     json.dump({{"world": world, "ranking": [list(e.modules) for e in result.ranking],
@@ -123,7 +123,7 @@ def test_accelerate_launch_initialises_the_group_and_every_rank_agrees(tmp_path)
     found = [json.loads((tmp_path / f"launched{r}.json").read_text()) for r in range(2)]
     assert [f["world"] for f in found] == [2, 2]
     assert found[0]["ranking"] == found[1]["ranking"] and found[0]["parts"] == found[1]["parts"]
-    alone = NTKSelector(make_model("bert"), CONFIG, budget=2, engine="hooks", n_samples=6,
+    alone = NTKSelector(make_model("bert"), CONFIG, budget=2, engine="hooks", num_samples=6,
                         show_progress=False).select(make_batch(n=6))  # fmt: skip
     assert found[0]["ranking"] == [list(e.modules) for e in alone.ranking]
     torch.testing.assert_close(torch.tensor(found[0]["parts"], dtype=torch.float64), alone.contributions.flatten(),

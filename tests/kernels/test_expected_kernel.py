@@ -49,7 +49,7 @@ def expected_run(family, output, config, *, batch=None, **kw):
     model = make_model(family)
     candidates = discover_candidates(model, rank=config.r)
     batch = batch or make_batch(labels=None if family in CAUSAL_LMS else 2)
-    return compute_kernels(model, batch, candidates, config, output=output, **{"kernel": "expected", **kw})
+    return compute_kernels(model, batch, candidates, config, output_mode=output, **{"kernel": "expected", **kw})
 
 
 def _unpadded(batch: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
@@ -120,11 +120,11 @@ def test_expected_kernel_is_mean_of_sampled_lora_kernels(family, output, init, p
     model = make_model(family)
     candidates = discover_candidates(model, rank=4)
     batch = make_batch(labels=None if family in CAUSAL_LMS else 2)
-    expected = compute_kernels(model, batch, candidates, config, output=output, kernel="expected")[1]
+    expected = compute_kernels(model, batch, candidates, config, output_mode=output, kernel="expected")[1]
     seeds = 400
     draws = torch.stack(
         [
-            compute_kernels(model, batch, candidates, config, output=output, engine="hooks", seed=seed, chunk_size=5)[1]
+            compute_kernels(model, batch, candidates, config, output_mode=output, engine="hooks", seed=seed, chunk_size=5)[1]
             for seed in range(seeds)
         ]
     )

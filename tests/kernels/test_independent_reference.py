@@ -37,7 +37,7 @@ ENGINES = ("func", "hooks", "reference")
 
 def library_kernels(model, batch, candidates, config, engine, mode):
     """The one call into the library (a keyword rename is a one-line change here)."""
-    return compute_kernels(model, batch, candidates, config, engine=engine, output=mode, seed=0)
+    return compute_kernels(model, batch, candidates, config, engine=engine, output_mode=mode, seed=0)
 
 
 # ---- tiny float64 models -------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def kernels(family, engine, output, *, config=None, batch=None, chunk_size=2):
     config = config or LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM" if family in CAUSAL_LMS else "SEQ_CLS")
     candidates = discover_candidates(model, rank=config.r)
     batch = batch or make_batch(labels=None if family in CAUSAL_LMS else 2)
-    return compute_kernels(model, batch, candidates, config, engine=engine, output=output, chunk_size=chunk_size)
+    return compute_kernels(model, batch, candidates, config, engine=engine, output_mode=output, chunk_size=chunk_size)
 
 
 CASES = [(f, o) for f in CLASSIFIERS for o in ("trace", "margin", "loss")]

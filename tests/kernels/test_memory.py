@@ -18,7 +18,7 @@ CONFIG = LoraConfig(r=2, lora_alpha=4, task_type="SEQ_CLS")
 
 
 def select(model, **kw):
-    return NTKSelector(model, CONFIG, budget=2, n_samples=6, show_progress=False, **kw).select(make_batch(n=6))
+    return NTKSelector(model, CONFIG, budget=2, num_samples=6, show_progress=False, **kw).select(make_batch(n=6))
 
 
 @pytest.mark.parametrize(("text", "expected"), [("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5e9", 1_500_000_000),
