@@ -1,9 +1,9 @@
-"""Which objective should be the default? Combine ``compare_picks.py`` results over datasets and apply the rule.
+"""Which objective should be the default? Combine ``benchmarks/compare_picks`` results over datasets and apply the rule.
 
     .venv/bin/python benchmarks/which_objective.py benchmarks/results/compare_picks_minilm_reviews \\
         benchmarks/results/compare_picks_minilm_convention_party
 
-Each folder is a finished ``compare_picks.py --output`` folder (its ``summary.json``). Per objective it prints
+Each folder is a finished ``benchmarks.compare_picks --output`` folder (its ``summary.json``). Per objective it prints
 the Spearman rho of the objective's value with held-out accuracy on every dataset, ORIENTED so that positive
 means the subsets the objective prefers trained better (with the bootstrap 95 % interval), the mean rho, and
 its top pick's accuracy against the median random subset of the same budget and PEFT's default placement.
@@ -31,10 +31,10 @@ def load(folder: Path) -> dict[str, Any]:
     """``summary.json`` of a compare_picks output folder; SystemExit naming the folder when it has none."""
     path = folder / "summary.json"
     if not path.is_file():
-        raise SystemExit(f"which_objective.py: error: {path} not found: run compare_picks.py --output {folder}")
+        raise SystemExit(f"which_objective.py: error: {path} not found: run benchmarks.compare_picks --output {folder}")
     summary = json.loads(path.read_text())
     if "objectives" not in summary:
-        raise SystemExit(f"which_objective.py: error: {path} has no objective table: rerun compare_picks.py on it")
+        raise SystemExit(f"which_objective.py: error: {path} has no objective table: rerun compare_picks")
     return summary
 
 
@@ -104,7 +104,7 @@ def markdown(summaries: Sequence[Mapping[str, Any]], combined: Sequence[Mapping[
 
 def main(argv: Sequence[str] | None = None) -> str | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folders", nargs="+", type=Path, help="compare_picks.py output folders, one per dataset")
+    parser.add_argument("folders", nargs="+", type=Path, help="compare_picks output folders, one per dataset")
     parser.add_argument("--markdown", action="store_true", help="print the README table")
     args = parser.parse_args(argv)
     summaries = [load(folder) for folder in args.folders]
