@@ -83,7 +83,8 @@ def test_linear_model_never_exceeds_the_spectral_norm_plus_radius(radii, seed):
 
 
 def test_perturbing_a_module_the_output_never_uses_leaves_the_curve_flat():
-    curve = linearity_curve(LinearModel(), make_batch(labels=None), [0, 1, 5], num_models=2, perturb=["unused"], **QUIET)
+    batch = make_batch(labels=None)
+    curve = linearity_curve(LinearModel(), batch, [0, 1, 5], num_models=2, perturb=["unused"], **QUIET)
     assert curve.parameters == ("unused.weight",)
     assert curve.per_model.eq(curve.per_model[0, 0]).all()
 

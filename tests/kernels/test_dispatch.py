@@ -93,7 +93,8 @@ def test_func_engine_names_the_fix_for_a_dispatched_model_and_auto_picks_hooks(c
     with pytest.raises(KernelComputationError, match="engine='hooks'"):
         kernels(offloaded(model), "func")
     with caplog.at_level("INFO", logger="peft_ntk_select"):
-        result = NTKSelector(offloaded(model), CONFIG, budget=2, num_samples=5, show_progress=False).select(make_batch())
+        selector = NTKSelector(offloaded(model), CONFIG, budget=2, num_samples=5, show_progress=False)
+        result = selector.select(make_batch())
     assert result.engine == "hooks" and "engine='auto' uses 'hooks': the model is dispatched" in caplog.text
     plain = NTKSelector(model, CONFIG, budget=2, num_samples=5, show_progress=False).select(make_batch())
     assert plain.engine == "func"

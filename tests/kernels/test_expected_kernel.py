@@ -124,7 +124,9 @@ def test_expected_kernel_is_mean_of_sampled_lora_kernels(family, output, init, p
     seeds = 400
     draws = torch.stack(
         [
-            compute_kernels(model, batch, candidates, config, output_mode=output, engine="hooks", seed=seed, chunk_size=5)[1]
+            compute_kernels(
+                model, batch, candidates, config, output_mode=output, engine="hooks", seed=seed, chunk_size=5
+            )[1]
             for seed in range(seeds)
         ]
     )

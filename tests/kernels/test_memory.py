@@ -7,10 +7,10 @@ import torch
 from peft import LoraConfig
 
 from peft_ntk_select import NTKSelector, SelectionResult
-from peft_ntk_select.kernels import memory as memory_module
 from peft_ntk_select.candidates import discover_candidates
 from peft_ntk_select.errors import InvalidConfigError
 from peft_ntk_select.kernels import compute_kernels
+from peft_ntk_select.kernels import memory as memory_module
 from peft_ntk_select.kernels.memory import parse_memory, plan_memory, saved_activation_bytes
 from tests.helpers import make_batch, make_model, model_snapshot
 
