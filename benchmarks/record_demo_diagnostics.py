@@ -107,6 +107,7 @@ def head_spectra(result) -> dict[str, Any]:
         "trace_K_over_n": float(result.base_kernel.trace() / result.base_kernel.shape[0]),
         "lambda_max_S_C": float(torch.linalg.eigvalsh(contributions)[-1]),
         "lambda_max_S_l_of_pick": per_module,
+        "lambda_max_S_l_largest": float(torch.linalg.eigvalsh(result.contributions)[:, -1].max()),
         "median_trace_S_l_over_n": float(
             result.contributions.diagonal(dim1=1, dim2=2).sum(-1).median() / result.base_kernel.shape[0]
         ),  # fmt: skip

@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
+from tests.docs.figures import tables as tables_of
 
 README = read("README.md")
 REVIEWS = RESULTS / "compare_picks_minilm_reviews"
@@ -277,3 +278,93 @@ def test_the_search_section_states_the_regime_of_each_timing():
     (gap,) = find(text, r"the certificate's gap is (\d+)")
     check(gap, high_lm["gap"], "gap")
     check(beam, row("causal", "C(90,6)", "max_ratio", "beam")["seconds"], "beam")
+
+
+DEMO = RESULTS / "demo_diagnostics.json"
+VARIED = {("lora", "init"): "init (A and head)", ("lora", "samples"): "sample draw",
+          ("expected", "init"): "init (head only)", ("expected", "samples"): "sample draw"}  # fmt: skip
+
+
+def _command(payload, *argv):
+    return next(c for c in payload["commands"] if c["argv"][1:1 + len(argv)] == list(argv)
+                and ("--objective" in c["argv"]) == ("--objective" in argv))  # fmt: skip
+
+
+def test_the_demo_time_is_the_recorded_demo_run():
+    payload = load(DEMO)
+    (seconds,) = find(README, r"The demo took (\d+) s on 2 cores shared with other work")
+    check(seconds, _command(payload, "select", "--output")["wall_s"], "demo")
+
+
+def test_the_stability_table_is_the_recorded_run():
+    payload = load(DEMO)
+    text = section(README, "### How much to trust a pick")
+    rows = table(text, "kernel")
+    assert len(rows) == len(payload["stability"])
+    for (kernel, varied, runs, mean, low, top1, best), row in zip(rows, payload["stability"], strict=True):
+        assert (kernel, varied, int(runs)) == (f"`{row['kernel']}`", VARIED[row["kernel"], row["axis"]], row["runs"])
+        check(mean, row["mean_tau"], f"{kernel} {varied} mean tau")
+        check(low, row["min_tau"], f"{kernel} {varied} min tau")
+        check(top1, row["top1_agreement"], f"{kernel} {varied} top-1")
+        assert best == f"{row['best_subset']} in {row['best_count']}/{row['runs']}"
+    seconds, date = find(text, r"`peft-ntk-select select --stability 5 --linearity --output out/`, (\d+) s on 2 "
+                         r"shared cores, (\d{4}-\d\d-\d\d)\)")  # fmt: skip
+    check(seconds, _command(payload, "select", "--stability")["wall_s"], "stability run")
+    assert payload["date"].startswith(date)
+    (floor,) = find(text, r"τ ≥ ([\d.]+) everywhere")
+    assert float(floor) <= min(row["min_tau"] for row in payload["stability"]) < float(floor) + 0.01
+
+
+def test_the_min_ratio_stability_sentence_is_the_recorded_run():
+    payload = load(DEMO)
+    text = section(README, "### How much to trust a pick")
+    lora = next(r for r in payload["stability_min_ratio"] if (r["kernel"], r["axis"]) == ("lora", "init"))
+    expected = next(r for r in payload["stability_min_ratio"] if (r["kernel"], r["axis"]) == ("expected", "init"))
+    changed, runs, top1 = find(text, r"the `lora` pick changed with the draw of\s+A in (\w+) of (\w+) seeds \(top-1 "
+                               r"agreement ([\d.]+)")  # fmt: skip
+    words = ["none", "one", "two", "three", "four", "five"]
+    assert words.index(runs) == lora["runs"] and words.index(changed) == lora["runs"] - lora["best_count"]
+    check(top1, lora["top1_agreement"], "min_ratio lora top-1")
+    assert expected["top1_agreement"] == 1.0
+    (seconds,) = find(text, r"\(`--objective min_ratio`, same command, (\d+) s\)")
+    check(seconds, _command(payload, "select", "--objective")["wall_s"], "min_ratio stability run")
+
+
+def test_the_linearity_table_and_figures_are_the_recorded_curve():
+    payload = load(DEMO)
+    curve = payload["linearity"]
+    text = section(README, "### How much to trust a pick")
+    rows = table(text, "r")
+    header = next(t for t in tables_of(text) if t[0][0] == "r")[0]
+    assert [float(r) for r in header[1:]] == curve["radii"]
+    for cells, key in zip(rows, ("l_avg_relative", "l_upper_relative"), strict=True):
+        for printed, value in zip(cells[1:], curve[key], strict=True):
+            check(printed, value, f"{cells[0]}")
+    (norm,) = find(text, r"flat out to r = 1 \(‖θ0‖ = (\d+) over the perturbed weights\)")
+    check(norm, curve["weight_norm"], "weight norm")
+    assert all(abs(v - 1) < 0.01 for r, v in zip(curve["radii"], curve["l_upper_relative"], strict=True) if r <= 1)
+    samples, models, seconds, first = find(text, r"\(`peft-ntk-select linearity`: (\d+) samples, (\d+) models per "
+                                           r"radius, (\d+) s; L_avg\(0\) =\s+([\d.]+)\.\)")  # fmt: skip
+    assert (int(samples), int(models)) == (curve["samples"], curve["models_per_radius"])
+    check(seconds, _command(payload, "linearity")["wall_s"], "linearity run")
+    check(first, curve["l_avg_0"], "L_avg(0)")
+    share, under = find(text, r"Perturbations of (\d+)% of ‖θ0‖ change the model's sensitivity by under (\d+)%")
+    radius = curve["radii"][-2]
+    check(share, 100 * radius / curve["weight_norm"], "radius as a share of the norm")
+    assert (
+        max(abs(v - 1) for r, v in zip(curve["radii"], curve["l_upper_relative"], strict=True) if r <= radius)
+        < int(under) / 100
+    )
+
+
+def test_the_head_dominance_figures_are_the_recorded_kernels():
+    head = load(DEMO)["head"]
+    text = section(README, "### How much to trust a pick")
+    k, s_c, increase = find(text, r"λmax\(K\) ≈ (\d+)\s+against ≈ ([\d.e\-]+) for λmax\(S_C\) of the pick, which\s+"
+                            r"raises\s+λmax\(K \+ S_C\)\s+by only ≈ ([\d.e\-]+)\)")  # fmt: skip
+    check(k, head["lambda_max_K"], "lambda_max(K)")
+    check(s_c, head["lambda_max_S_C"], "lambda_max(S_C)")
+    check(increase, head["lambda_max_increase"], "increase")
+    (power,) = find(section(README, "### Which objective"), r"dominates every S_l \(about 10(³|⁴)×\)")
+    factor = head["lambda_max_K"] / head["lambda_max_S_l_largest"]
+    assert {"³": 3, "⁴": 4}[power] == math.floor(math.log10(factor))
