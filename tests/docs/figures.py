@@ -45,8 +45,9 @@ def check(printed: str, value: float, what: str = "") -> None:
 
 
 def find(text: str, pattern: str) -> tuple[str, ...]:
-    """The groups of ``pattern`` in ``text`` (the prose around a figure must still be there)."""
-    found = re.search(pattern, text, flags=re.S)
+    """The groups of ``pattern`` in ``text`` (the prose around a figure must still be there); line breaks and
+    runs of spaces in ``text`` read as one space, so that rewrapping a paragraph does not matter."""
+    found = re.search(pattern, re.sub(r"\s+", " ", text), flags=re.S)
     assert found, f"not found in the README: {pattern!r}"
     return found.groups()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from tests.docs.figures import RESULTS, ROOT, check, find, load, read, section, table
+from tests.docs.figures import RESULTS, ROOT, check, code_blocks, find, load, read, section, table
 
 README = read("benchmarks/README.md")
 GPU = ROOT / "benchmarks" / "gpu" / "results"
@@ -103,7 +103,7 @@ def test_the_memory_table_is_the_bench_memory_file():
     provenance = load(RESULTS / "provenance_transcribed.json")["files"][
         "benchmarks/results/bench_memory_llama290m_cpu.json"
     ]
-    date, hour = find(text, r"Measured (\d{4}-\d\d-\d\d)\n(\d\d:\d\d) UTC")
+    date, hour = find(text, r"Measured (\d{4}-\d\d-\d\d) (\d\d:\d\d) UTC")
     assert provenance["date"].startswith(f"{date} {hour} UTC")
 
 
@@ -210,3 +210,89 @@ def test_the_search_table_is_the_bench_search_file():
     assert f"Measured {date} on {run['machine']['nproc']} shared cores (`{run['machine']['cpu_model']}`" in text
     (load_start,) = find(text, r"load average ([\d.]+) at the start")
     check(load_start, run["loadavg_start"][0], "load average")
+
+
+KERNELS = [RESULTS / "bench_kernels_cpu_threads1.json", RESULTS / "bench_kernels_cpu_margin_threads1.json"]
+
+
+def test_the_cpu_kernel_tables_are_the_recorded_reports():
+    """Each table is the printed report of its run, line for line; the runs' headers are their metadata."""
+    text = section(README, "## `bench_kernels.py`")
+    blocks = [block for block in code_blocks(text) if block.startswith("row ")]
+    assert len(blocks) == len(KERNELS)
+    for block, path in zip(blocks, KERNELS, strict=True):
+        run = load(path)
+        report = run["report"].splitlines()
+        for line in block.rstrip().splitlines():
+            assert line in report, f"{path.name}: {line!r} is not in the recorded report"
+        rows = {row["label"]: row for row in run["rows"]}
+        for line in block.splitlines()[2:]:
+            if not line.strip():
+                break
+            label, wall, *_ = re.split(r"\s{2,}", line.strip())
+            check(wall, rows[label.split(" *n=")[0]]["wall_s"], label)
+        pattern = r"(\d\d:\d\d) UTC, other\s+processes (\d+)% of the CPU during the run, (\d+) s in total"
+        hour, other, total = re.findall(pattern, re.sub(r"\s+", " ", text))[KERNELS.index(path)]
+        assert run["machine"]["date"][11:16] == hour
+        check(other, run["machine"]["other_cpu_pct"], "other load")
+        check(total, run["machine"]["elapsed_s"], "elapsed")
+    run = load(KERNELS[0])
+    (ratio,) = find(text, r"the slowest run of the floor, under the heaviest load,\s+took ([\d.]+)× its median")
+    floor = next(row for row in run["rows"] if row["key"] == "floor")
+    check(ratio, max(floor["wall_runs_s"]) / floor["wall_s"], "slowest floor run")
+    meta = run["metadata"]
+    machine = find(text, r"Machine: (\d+) CPUs \(`/proc/cpuinfo`: \"(.+?)\"\), (\d+) GiB, Python (\S+), torch\s+(\S+), "
+                   r"transformers (\S+), peft (\S+); runs of (\d{4}-\d\d-\d\d)")  # fmt: skip
+    assert machine[0] == str(meta["machine"]["nproc"]) and machine[1] == meta["machine"]["cpu_model"]
+    check(machine[2], meta["machine"]["memory_gib"], "memory")
+    assert machine[3:7] == tuple(meta["versions"][k] for k in ("python", "torch", "transformers", "peft"))
+    assert meta["date"].startswith(machine[7])
+
+
+def test_what_the_kernel_figures_say_is_the_recorded_runs():
+    trace, margin = ({row["key"]: row for row in load(path)["rows"]} for path in KERNELS)
+    text = section(README, "### What the figures say")
+    engines = [trace[key] for key in ("func@8", "func@32", "hooks@8", "hooks@32")]
+    best = min(engines, key=lambda row: row["wall_s"])
+    label, x_best, x_two = find(text, r"the fastest\s+engine, (.+?), is at ([\d.]+)×\..*?the 2-backward floor alone is "
+                                r"([\d.]+)× the floor")  # fmt: skip
+    assert label == best["label"]
+    check(x_best, best["x_floor"], "fastest engine")
+    check(x_two, trace["floor_c"]["x_floor"], "2-backward floor")
+    func, hooks, cpu_floor, cpu_two = find(
+        text, r"chunk 8 take ([\d.]+)× and ([\d.]+)× the 2-backward floor\. By process CPU time, which the "
+        r"other\s+load disturbs less, the fastest engine costs ([\d.]+)× the floor and ([\d.]+)× the 2-backward "
+        r"floor")  # fmt: skip
+    check(func, trace["func@8"]["x_floor"] / trace["floor_c"]["x_floor"], "func vs 2-backward floor")
+    check(hooks, trace["hooks@8"]["x_floor"] / trace["floor_c"]["x_floor"], "hooks vs 2-backward floor")
+    check(cpu_floor, best["cpu_s"] / trace["floor"]["cpu_s"], "CPU time vs floor")
+    check(cpu_two, best["cpu_s"] / trace["floor_c"]["cpu_s"], "CPU time vs 2-backward floor")
+    m_func, m_hooks = find(
+        text, r"With a one-backward output \(`margin`\), func and hooks take ([\d.]+)× and ([\d.]+)×"
+    )
+    check(m_func, margin["func@8"]["x_floor"], "func, margin")
+    check(m_hooks, margin["hooks@8"]["x_floor"], "hooks, margin")
+    mem_func, mem_hooks, peak_func, peak_hooks, t_func, t_hooks = find(
+        text, r"chunk 32 needs ([\d.]+)× \(func\) and ([\d.]+)× \(hooks\) the peak memory of chunk 8\s+\(([\d,]+) and "
+        r"([\d,]+) MiB at chunk 8\); its time is ([\d.]+)× \(func\) and ([\d.]+)× \(hooks\)")  # fmt: skip
+    check(mem_func, trace["func@32"]["peak_mib"] / trace["func@8"]["peak_mib"], "func memory")
+    check(mem_hooks, trace["hooks@32"]["peak_mib"] / trace["hooks@8"]["peak_mib"], "hooks memory")
+    check(peak_func, trace["func@8"]["peak_mib"], "func peak")
+    check(peak_hooks, trace["hooks@8"]["peak_mib"], "hooks peak")
+    check(t_func, trace["func@32"]["wall_s"] / trace["func@8"]["wall_s"], "func chunk time")
+    check(t_hooks, trace["hooks@32"]["wall_s"] / trace["hooks@8"]["wall_s"], "hooks chunk time")
+    (reference,) = find(text, r"it costs ([\d.]+)× the fastest batched engine")
+    check(reference, trace["reference"]["wall_s"] / best["wall_s"], "reference")
+    baseline, engine, subsets, again, hours = find(
+        text, r"one engine pass \(([\d.]+) s\s+against ([\d.]+) s\).*?scores all ([\d,]+) subsets of 3, where\s+the "
+        r"baseline would need ([\d,]+) separate kernels, about (\d+) h")  # fmt: skip
+    check(baseline, trace["baseline"]["wall_s"], "baseline")
+    check(engine, best["wall_s"], "engine pass")
+    count = math.comb(load(KERNELS[0])["candidates"], 3)
+    assert int(subsets.replace(",", "")) == int(again.replace(",", "")) == count
+    check(hours, trace["baseline"]["wall_s"] * count / 3600, "hours")
+    cpu_trace, cpu_margin = find(
+        section(README, "### Measured on a GPU"), r"against ([\d.]+)× and ([\d.]+)× on 2 shared"
+    )
+    check(cpu_trace, trace["hooks@8"]["x_floor"], "CPU hooks, trace")
+    check(cpu_margin, margin["hooks@8"]["x_floor"], "CPU hooks, margin")
