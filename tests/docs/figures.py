@@ -24,20 +24,32 @@ def load(path: str | Path) -> Any:
     return json.loads((ROOT / path).read_text())
 
 
-def number(text: str) -> tuple[float, float]:
-    """The first number printed in ``text`` and half a unit of its last digit."""
+def _printed(text: str) -> tuple[float, int, int]:
+    """The first number printed in ``text``: its value, decimals of the mantissa and power of ten."""
     found = NUMBER.search(text)
     assert found, f"no number in {text!r}"
     printed = found.group().replace(",", "").replace("−", "-")
     mantissa, _, exponent = printed.partition("e")
-    decimals = len(mantissa.partition(".")[2])
-    return float(printed), 0.5 * 10.0 ** (int(exponent or 0) - decimals)
+    return float(printed), len(mantissa.partition(".")[2]), int(exponent or 0)
+
+
+def number(text: str) -> tuple[float, float]:
+    """The first number printed in ``text`` and half a unit of its last digit."""
+    value, decimals, exponent = _printed(text)
+    return value, 0.5 * 10.0 ** (exponent - decimals)
 
 
 def close(printed: str, value: float) -> bool:
-    """``printed`` is ``value`` to the precision it is printed with."""
-    shown, half = number(printed)
-    return abs(shown - value) <= half * (1 + 1e-9) + 1e-12
+    """``printed`` is ``value`` rounded to the precision it is printed with (on a rounding boundary, such as
+    0.6535 at 3 decimals, only the way Python rounds ``value`` counts: 0.653, not 0.654)."""
+    shown, decimals, exponent = _printed(printed)
+    half = 0.5 * 10.0 ** (exponent - decimals)
+    gap = abs(shown - value)
+    if gap < half * (1 - 1e-9):
+        return True
+    if gap > half * (1 + 1e-9) + 1e-12:
+        return False
+    return round(value / 10.0**exponent, decimals) == round(shown / 10.0**exponent, decimals)
 
 
 def check(printed: str, value: float, what: str = "") -> None:

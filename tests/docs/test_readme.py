@@ -241,6 +241,7 @@ def test_the_h100_sentence_is_the_gpu_file():
 def test_close_reads_the_printed_precision(value):
     assert close("0.86", 0.862) and close("1,407", 1407.4) and close("5e-5", 5.4e-5) and close("−0.80", -0.7952)
     assert not close("0.86", 0.8651) and not close("+0.012", 0.0115 - 1e-9) and not math.isnan(value)
+    assert close("0.653", 0.6535) and not close("0.654", 0.6535)  # a boundary: the file's own rounding counts
 
 
 def test_the_search_section_states_the_regime_of_each_timing():
