@@ -49,7 +49,7 @@ def test_ties_in_rho_go_to_the_larger_margin_and_no_eligible_objective_gives_non
 
 
 def test_a_folder_without_a_summary_is_named(tmp_path):
-    with pytest.raises(SystemExit, match="compare_picks.py --output"):
+    with pytest.raises(SystemExit, match="compare_picks --output"):
         wo.load(tmp_path)
     (tmp_path / "summary.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(SystemExit, match="no objective table"):

@@ -140,7 +140,7 @@ def _ratio_rho(summary: dict) -> dict:
 
 
 def test_the_committed_compare_picks_runs_are_described_by_their_summaries():
-    text = section(README, "## `compare_picks.py`")
+    text = section(README, "## `compare_picks`")
     pattern = (r"{name}/`.*?(\d+) placements\s+×\s+(\d) seeds, (\d+) runs, (\d+) min.*?ρ = ([+\-][\d.]+) "
                r"\[([+\-][\d.]+), ([+\-][\d.]+)\]")  # fmt: skip
     for name in ("reviews", "convention_party"):
