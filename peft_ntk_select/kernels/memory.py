@@ -29,7 +29,7 @@ from torch import nn
 from ..candidates import Candidate
 from ..errors import InvalidConfigError
 from .base import base_probes
-from .expected import output_count, pack_passes
+from .expected import pack_passes
 from .forward import (
     check_padding_token,
     evaluation_mode,
@@ -117,11 +117,12 @@ class MemoryPlan:
                 f"{self.estimated_peak / 2**20:.0f} MiB")  # fmt: skip
 
 
-def saved_activation_bytes(
+def measure_sample(
     model: nn.Module, sample: dict[str, torch.Tensor], probes: dict[str, Probe], output: str
-) -> int:
-    """Bytes of the distinct storages autograd saves in one forward of ``sample`` (a batch of one) with the
-    probes attached and requiring grad: what a chunk keeps per sample until its backward passes."""
+) -> tuple[int, int]:
+    """One forward of ``sample`` (a batch of one, on the model's device, eval mode) with the probes attached and
+    requiring grad: (bytes of the distinct storages autograd saves, what a chunk keeps per sample until its
+    backward passes; c, the number of output components)."""
     dtype, device = model_dtype_device(model)
     zeros = probe_zeros(probes, batch=1, dtype=feature_dtype(dtype), device=device)
     storages: dict[int, int] = {}
@@ -139,8 +140,8 @@ def saved_activation_bytes(
         torch.enable_grad(),
         torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
     ):
-        sample_outputs(logits_of(frozen_forward(model)(model_inputs(sample))), sample, output)
-    return sum(storages.values())
+        outputs = sample_outputs(logits_of(frozen_forward(model)(model_inputs(sample))), sample, output)
+    return sum(storages.values()), int(outputs.shape[1])
 
 
 def plan_memory(
@@ -159,13 +160,12 @@ def plan_memory(
     model_dtype, device = model_dtype_device(model)
     itemsize = torch.empty((), dtype=feature_dtype(model_dtype)).element_size()
     n, length = batch["input_ids"].shape
-    outputs = output_count(model, batch, output)
     base = base_probes(model, lora_config, exclude=[c.name for c in candidates])
     init = draw_adapter_init(candidates, lora_config, seed=0)  # sizes only: any draw measures the same
     lora = {c.name: LoraProbe(init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates}
     longest = int(batch["attention_mask"].sum(-1).argmax())
     sample = {key: value[longest : longest + 1].to(device) for key, value in batch.items()}
-    activations = saved_activation_bytes(model, sample, {**base, **lora}, output)
+    activations, outputs = measure_sample(model, sample, {**base, **lora}, output)
 
     def feature_size(probe: Probe) -> int:
         return n * outputs * sum(math.prod(shape) for shape in probe.shapes()) * itemsize

@@ -62,7 +62,18 @@ def score_subsets(
     batch_size: int = 4096,
 ) -> list[ScoredSubset]:
     """Score given subsets, in their order: S (L, n, n), K (n, n), subsets (m, k) candidate indices."""
-    sigma = check_sigma(sigma)
+    return _scores(contributions, base_kernel, subsets, check_sigma(sigma), targets, batch_size)
+
+
+def _scores(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    subsets: torch.Tensor,
+    sigma: float,
+    targets: torch.Tensor | None,
+    batch_size: int,
+) -> list[ScoredSubset]:
+    """``score_subsets`` for a validated sigma (the searches validate it once, in ``rank_subsets``)."""
     _, base_max = extreme_eigenvalues(base_kernel)
     classes = targets is not None and target_classes(targets) is not None
     lambda_min, lambda_max, risk, accuracy = [], [], [], []
@@ -116,7 +127,7 @@ def score_list(
     """``score_subsets`` for subsets of any sizes, in their order."""
     scored: list[ScoredSubset | None] = [None] * len(subsets)
     for positions, rows in by_size(subsets):
-        entries = score_subsets(contributions, base_kernel, rows, sigma=sigma, targets=targets, batch_size=batch_size)
+        entries = _scores(contributions, base_kernel, rows, sigma, targets, batch_size)
         for position, entry in zip(positions, entries, strict=True):
             scored[position] = entry
     return scored  # type: ignore[return-value]

@@ -11,7 +11,7 @@ from peft_ntk_select.candidates import discover_candidates
 from peft_ntk_select.errors import InvalidConfigError
 from peft_ntk_select.kernels import compute_kernels
 from peft_ntk_select.kernels import memory as memory_module
-from peft_ntk_select.kernels.memory import parse_memory, plan_memory, saved_activation_bytes
+from peft_ntk_select.kernels.memory import measure_sample, parse_memory, plan_memory
 from tests.helpers import make_batch, make_model, model_snapshot
 
 CONFIG = LoraConfig(r=2, lora_alpha=4, task_type="SEQ_CLS")
@@ -85,8 +85,8 @@ def test_saved_activations_grow_with_the_sample_length():
     model = make_model("bert")
     candidates = discover_candidates(model, rank=2)
     short, long = make_batch(n=2, length=6), make_batch(n=2, length=24)
-    sizes = [saved_activation_bytes(model, {k: v[:1] for k, v in b.items()}, {}, "trace") for b in (short, long)]
-    assert sizes == [0, 0]  # nothing requires grad without probes: autograd saves nothing
+    sizes = [measure_sample(model, {k: v[:1] for k, v in b.items()}, {}, "trace") for b in (short, long)]
+    assert sizes == [(0, 2), (0, 2)]  # nothing requires grad without probes: autograd saves nothing; 2 logits
     plans = [plan_memory(model, b, candidates, CONFIG, "trace", max_memory=10**9, chunk_size=8) for b in (short, long)]
     assert 1.5 * plans[0].activation_bytes < plans[1].activation_bytes  # 4x the tokens (and a fixed part)
 
@@ -103,7 +103,7 @@ def test_planned_passes_equal_one_pass_in_compute_kernels():
 
 def test_features_over_their_share_are_split_into_passes(monkeypatch):
     """With activations out of the way (measured as 0), the features alone decide the passes."""
-    monkeypatch.setattr(memory_module, "saved_activation_bytes", lambda *args: 0)
+    monkeypatch.setattr(memory_module, "measure_sample", lambda *args: (0, 2))
     model = make_model("bert")
     batch = make_batch(n=6)
     candidates = discover_candidates(model, rank=2)
