@@ -15,8 +15,7 @@ from .candidates import Candidate, discover_candidates
 from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
 from .inputs import prepare_samples
-from .kernels import compute_kernels
-from .kernels.compute import resolve_engine, validate_kernel
+from .kernels.compute import kernel_pass, resolve_engine, validate_kernel
 from .kernels.forward import model_dtype_device
 from .kernels.head import HeadFit, fit_head, redraw_head, swapped_parameters
 from .kernels.lora_init import module_rank, validate_lora_config
@@ -250,9 +249,9 @@ class NTKSelector:
             fit = self._fit_head(batch)
             with swapped_parameters(self.model, None if fit is None else fit.values()):
                 plan = self._plan_memory(batch)
-                base_kernel, contributions, adapter_init = compute_kernels(
+                base_kernel, contributions, adapter_init = kernel_pass(
                     self.model, batch, self.candidates, self.lora_config, engine=engine,
-                    output_mode=settings.output_mode, seed=init_seed, chunk_size=plan.chunk_size,
+                    output=settings.output_mode, seed=init_seed, chunk_size=plan.chunk_size,
                     show_progress=settings.show_progress, kernel=kernel, memory_budget=plan.feature_budget,
                     candidate_passes=plan.passes,
                 )  # fmt: skip

@@ -105,16 +105,45 @@ def compute_kernels(
     """
     validate_lora_config(lora_config)
     validate_engine(engine, allow_auto=True)
-    engine = resolve_engine(engine, model)
     validate_kernel(kernel)
     validate_memory_budget(memory_budget)
     output = output_mode or default_output(model)
+    check_batch(model, batch, output)
+    return kernel_pass(
+        model, batch, candidates, lora_config, engine=resolve_engine(engine, model), output=output, seed=seed,
+        chunk_size=chunk_size, show_progress=show_progress, kernel=kernel, memory_budget=memory_budget,
+        candidate_passes=candidate_passes,
+    )  # fmt: skip
+
+
+def check_batch(model: nn.Module, batch: dict[str, torch.Tensor], output: str) -> None:
+    """Typed errors for a batch the kernel pass cannot use with ``output``: too few samples, a mode that does
+    not fit the model or the labels, padding without a pad token."""
     validate_output(output, model, batch)
     if batch["input_ids"].shape[0] < 2:
         raise InvalidInputError("a kernel needs at least 2 samples: pass more examples")
+    check_padding_token(model, batch, is_token_level(model))
+
+
+def kernel_pass(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    candidates: Sequence[Candidate],
+    lora_config: LoraConfig,
+    *,
+    engine: str,
+    output: str,
+    seed: int,
+    chunk_size: int,
+    show_progress: bool,
+    kernel: str,
+    memory_budget: int,
+    candidate_passes: Sequence[Sequence[int]] | None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``compute_kernels`` for arguments already validated (``engine`` resolved, ``output`` a mode that fits the
+    batch): ``NTKSelector`` validates each once, at construction or in ``plan_memory``, then calls this."""
     adapter_init = draw_adapter_init(candidates, lora_config, seed)
     base = base_probes(model, lora_config, exclude=[c.name for c in candidates])
-    check_padding_token(model, batch, is_token_level(model))
     _, device = model_dtype_device(model)
     batch = send_to_device(batch, device)
     progress = show_progress and is_main_process()

@@ -29,9 +29,9 @@ from torch import nn
 from ..candidates import Candidate
 from ..errors import InvalidConfigError
 from .base import base_probes
+from .compute import check_batch
 from .expected import pack_passes
 from .forward import (
-    check_padding_token,
     evaluation_mode,
     feature_dtype,
     frozen_forward,
@@ -40,7 +40,7 @@ from .forward import (
     model_inputs,
 )
 from .lora_init import draw_adapter_init, module_scale
-from .outputs import is_token_level, sample_outputs, validate_output
+from .outputs import sample_outputs
 from .probes import LoraProbe, Probe, attached, probe_zeros
 
 logger = logging.getLogger(__name__)
@@ -155,8 +155,7 @@ def plan_memory(
     chunk_size: int,
 ) -> MemoryPlan:
     """The chunk plan for ``batch`` (n, T) on the model's device; see the module docstring."""
-    validate_output(output, model, batch)  # the measuring forward needs what the kernel pass needs
-    check_padding_token(model, batch, is_token_level(model))
+    check_batch(model, batch, output)  # the measuring forward needs what the kernel pass needs
     model_dtype, device = model_dtype_device(model)
     itemsize = torch.empty((), dtype=feature_dtype(model_dtype)).element_size()
     n, length = batch["input_ids"].shape
