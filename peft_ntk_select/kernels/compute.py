@@ -12,19 +12,21 @@ from torch import nn
 
 from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
-from . import func, hooks, reference
 from .base import base_probes
 from .distributed import broadcast_kernels, is_main_process, sharded
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device, untraceable_reason
+from .func import jacobians as func_jacobians
+from .hooks import jacobians as hooks_jacobians
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
 from .probes import LoraProbe, Probe, gram
+from .reference import jacobians as reference_jacobians
 
 logger = logging.getLogger(__name__)
 
 Engine = Callable[..., dict[str, torch.Tensor]]
-ENGINES: dict[str, Engine] = {"func": func.jacobians, "hooks": hooks.jacobians, "reference": reference.jacobians}
+ENGINES: dict[str, Engine] = {"func": func_jacobians, "hooks": hooks_jacobians, "reference": reference_jacobians}
 KERNELS = ("lora", "expected")
 
 
