@@ -32,8 +32,9 @@ from .search import (
     Structured,
     admissible_space,
     check_sigma,
-    rank_subsets,
+    get_objective,
     resolve_search,
+    search_subsets,
 )
 
 if TYPE_CHECKING:
@@ -157,12 +158,17 @@ class RankingSettings:
     def space_for(self, candidates: Sequence[Candidate]) -> SearchSpace:
         """The admissible space over ``candidates``: ``InvalidConfigError`` when it does not fit them, and
         ``SearchSpaceTooLargeError`` when ``search="exhaustive"`` would score more than ``max_subsets`` subsets
-        (before any kernel is computed)."""
+        (so the selector fails at construction, before any kernel is computed)."""
+        return self._resolved(candidates)[0]
+
+    def _resolved(self, candidates: Sequence[Candidate]) -> tuple[SearchSpace, str, int | None]:
+        """(space, search, top) over ``candidates``; an explicit search other than ``exhaustive`` keeps 10
+        subsets when ``top`` is None (``resolve_search``)."""
         space = admissible_space(
             candidates, self.budget, self.param_budget, self.layers_per_pick, self.kind_sets, self.space
         )
-        resolve_search(space, len(candidates), self.search, self.top, self.max_subsets, self.objective)
-        return space
+        search, top = resolve_search(space, len(candidates), self.search, self.top, self.max_subsets, self.objective)
+        return space, search, top
 
     def rank(
         self,
@@ -173,14 +179,14 @@ class RankingSettings:
     ) -> SearchResult:
         """Rank the admissible subsets of ``candidates``: S (L, n, n), K (n, n), targets Y (n, c) or None.
 
-        An explicit search other than ``exhaustive`` keeps 10 subsets when ``top`` is None (``resolve_search``).
+        The settings were validated on construction, so this goes straight to ``search_subsets``; only the
+        objective's need for labels is checked here, where the targets are known.
         """
-        space = self.space_for(candidates)
-        search, top = resolve_search(space, len(candidates), self.search, self.top, self.max_subsets, self.objective)
-        return rank_subsets(
-            contributions, base_kernel, sigma=self.sigma, space=space, search=search, top=top, targets=targets,
-            beam_width=self.beam_width, max_nodes=self.max_nodes, time_limit=self.time_limit,
-            max_subsets=self.max_subsets, objective=self.objective,
+        space, search, top = self._resolved(candidates)
+        return search_subsets(
+            contributions, base_kernel, space, get_objective(self.objective, targets is not None), sigma=self.sigma,
+            search=search, top=top, targets=targets, beam_width=self.beam_width, max_nodes=self.max_nodes,
+            time_limit=self.time_limit, max_subsets=self.max_subsets,
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from .rank import (
     check_exhaustive,
     rank_subsets,
     resolve_search,
+    search_subsets,
 )
 from .scoring import ScoredSubset, check_sigma, objective_values, score_subsets
 from .spaces import Budget, InvalidSpaceError, ParamBudget, SearchSpace, Structured
@@ -45,4 +46,5 @@ __all__ = [
     "regression_targets",
     "resolve_search",
     "score_subsets",
+    "search_subsets",
 ]

@@ -125,17 +125,41 @@ def rank_subsets(
         ``SearchResult(ranking, certificate)``; it is also a sequence of the ranking, so ``result[0]`` is
         the best ``ScoredSubset``, its objective value in ``score``. Ties keep lexicographic order of the indices.
     """
-    started = time.perf_counter()
     sigma = check_sigma(sigma)
     _check_options(search, top, beam_width, max_nodes, time_limit)
     _check_inputs(contributions, base_kernel)
     search_space = _resolve_space(contributions.shape[0], budget, space)
     chosen = get_objective(objective, targets is not None)
-    top = None if top is None else operator.index(top)
+    return search_subsets(
+        contributions, base_kernel, search_space, chosen, sigma=sigma, search=search,
+        top=None if top is None else operator.index(top), targets=targets, beam_width=beam_width,
+        max_nodes=max_nodes, time_limit=time_limit, max_subsets=max_subsets, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def search_subsets(
+    contributions: torch.Tensor,
+    base_kernel: torch.Tensor,
+    space: SearchSpace,
+    objective: Objective,
+    *,
+    sigma: float,
+    search: str,
+    top: int | None,
+    targets: torch.Tensor | None,
+    beam_width: int,
+    max_nodes: int | None,
+    time_limit: float | None,
+    max_subsets: int,
+    batch_size: int = 512,
+) -> SearchResult:
+    """``rank_subsets`` for validated arguments (``RankingSettings`` validated them once): the space checked
+    against the candidates, the objective resolved, sigma and the search options checked."""
+    started = time.perf_counter()
     if search == "auto":
-        search, top = _resolve_auto(search_space, contributions.shape[0], top, max_subsets, chosen)
-    run = _Run(contributions.double(), base_kernel.double(), search_space, chosen, sigma, top, targets, batch_size)
-    if search == "exhaustive" or (search == "exact" and (top is None or chosen.bound is None)):
+        search, top = _resolve_auto(space, contributions.shape[0], top, max_subsets, objective)
+    run = _Run(contributions.double(), base_kernel.double(), space, objective, sigma, top, targets, batch_size)
+    if search == "exhaustive" or (search == "exact" and (top is None or objective.bound is None)):
         ranking, certificate = _exhaustive(run, max_subsets)
     elif search == "exact":
         ranking, certificate = _exact(run, (max_nodes, time_limit, started))
