@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate.utils import send_to_device
 from peft import LoraConfig
 from torch import nn
 
-from ..candidates import Candidate
 from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
 from .base import base_probes
 from .distributed import broadcast_kernels, is_main_process, sharded
@@ -22,6 +22,9 @@ from .lora_init import draw_adapter_init, module_scale, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
 from .probes import LoraProbe, Probe, gram
 from .reference import jacobians as reference_jacobians
+
+if TYPE_CHECKING:
+    from ..candidates import Candidate
 
 logger = logging.getLogger(__name__)
 

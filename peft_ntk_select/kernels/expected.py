@@ -30,18 +30,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig
 from torch import nn
 
-from ..candidates import Candidate
 from ..errors import InvalidConfigError, KernelComputationError
 from .forward import feature_dtype, logits_of, model_dtype_device, model_inputs
 from .lora_init import expected_factor
 from .outputs import sample_outputs
 from .probes import LinearProbe, Probe, TokenProbe, gram
 from .reference import unpadded_sample
+
+if TYPE_CHECKING:
+    from ..candidates import Candidate
 
 logger = logging.getLogger(__name__)
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig
 from peft.utils.other import get_pattern_key
 
-from ..candidates import Candidate
 from ..errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from ..candidates import Candidate
 
 ADDITIVE_INITS = (True, "gaussian")
 

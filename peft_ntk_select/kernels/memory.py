@@ -21,12 +21,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig
 from torch import nn
 
-from ..candidates import Candidate
 from ..errors import InvalidConfigError
 from .base import base_probes
 from .compute import check_batch
@@ -42,6 +42,9 @@ from .forward import (
 from .lora_init import draw_adapter_init, module_scale
 from .outputs import sample_outputs
 from .probes import LoraProbe, Probe, attached, probe_zeros
+
+if TYPE_CHECKING:
+    from ..candidates import Candidate
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import InvalidConfigError
-from .objectives import Objective
 from .spectral import (
     condition_number,
     eigen,
@@ -21,6 +21,9 @@ from .spectral import (
     subset_kernels,
     target_classes,
 )
+
+if TYPE_CHECKING:
+    from .objectives import Objective
 
 
 @dataclass(frozen=True)
