@@ -176,10 +176,11 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
     lora_config = LoraConfig(r=args.rank, lora_alpha=args.rank, task_type="SEQ_CLS")
     if item.kind == "engine":
         chunk = item.chunk or 8
-        output = {harness.keyword(compute_kernels, "output_mode", "output"): args.output}
 
         def run() -> None:
-            compute_kernels(model, batch, candidates, lora_config, engine=item.engine, chunk_size=chunk, **output)
+            compute_kernels(
+                model, batch, candidates, lora_config, engine=item.engine, chunk_size=chunk, output_mode=args.output
+            )
 
         return run, info
 

@@ -49,11 +49,10 @@ def measure(shape: list[str], cap: str, engine: str, threads: int | None) -> dic
     warm = {key: value[:2, :8] if value.dim() == 2 else value[:2] for key, value in batch.items()}
     config = LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS")
     # the libraries' one-time set-up, outside the figure
-    samples = harness.keyword(NTKSelector, "num_samples", "n_samples")
-    NTKSelector(model, config, budget=1, kinds=("q",), engine=engine, show_progress=False, **{samples: 2}).select(warm)
+    NTKSelector(model, config, budget=1, kinds=("q",), engine=engine, show_progress=False, num_samples=2).select(warm)
     before = harness.current_rss()
     selector = NTKSelector(model, config, budget=3, kinds=("q", "v"),
-                           engine=engine, show_progress=False, **{samples: args.n},
+                           engine=engine, show_progress=False, num_samples=args.n,
                            max_memory=None if cap == "none" else cap)  # fmt: skip
     start = time.perf_counter()
     with harness.PeakRss() as peak:

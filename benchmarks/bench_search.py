@@ -42,8 +42,6 @@ import torch
 
 from peft_ntk_select import ParamBudget, Structured, rank_subsets
 
-SEARCH = harness.keyword(rank_subsets, "search", "method")  # the keyword that says how to search
-
 N_SAMPLES = 32
 RANK = 8
 HIDDEN = 576
@@ -80,9 +78,7 @@ LOW = {"objective": "min_ratio"}  # sections 1-3: Algorithm 2 as printed (the ma
 
 
 def timed(repeats: int, **kw):
-    """Best wall time of ``repeats`` runs of rank_subsets(**kw) (the machine is shared) and the last result.
-    ``kw["method"]`` is passed as the search keyword."""
-    kw = {SEARCH if key == "method" else key: value for key, value in kw.items()}
+    """Best wall time of ``repeats`` runs of rank_subsets(**kw) (the machine is shared) and the last result."""
     best, result = math.inf, None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -113,9 +109,9 @@ def compare_with_brute_force(repeats: int, common: dict, **record: Any) -> float
 
     Returns the brute-force time. The three must agree on the top 10.
     """
-    brute_s, brute = timed(repeats, **{**common, "top": None}, budget=4, method="exhaustive")
-    screened_s, screened = timed(repeats, **common, budget=4, method="exhaustive")
-    exact_s, exact = timed(repeats, **common, budget=4, method="exact")
+    brute_s, brute = timed(repeats, **{**common, "top": None}, budget=4, search="exhaustive")
+    screened_s, screened = timed(repeats, **common, budget=4, search="exhaustive")
+    exact_s, exact = timed(repeats, **common, budget=4, search="exact")
     head = [e.indices for e in brute.ranking[:10]]
     same = head == [e.indices for e in screened.ranking] == [e.indices for e in exact.ranking]
     print(line("brute force (every subset solved)", brute_s, brute, **record))
@@ -201,13 +197,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"top 10 (brute force at the rate above: ~{count * per_subset / 3600:.1f} h)"
     )
     case = {"case": "C(90,6)", "regime": classifier, "candidates": 90, "budget": 6}
-    exact_s, exact = timed(args.repeats, **common, budget=6, method="exact")
+    exact_s, exact = timed(args.repeats, **common, budget=6, search="exact")
     print(line("exact (branch and bound)", exact_s, exact, **case))
     print(f"  optimum: candidates {exact.ranking[0].indices}")
     for method, width in (("greedy", 1), ("beam", 8)):
-        seconds, result = timed(args.repeats, **common, budget=6, method=method, beam_width=width)
+        seconds, result = timed(args.repeats, **common, budget=6, search=method, beam_width=width)
         print(line(f"{method} (width {width})", seconds, result, **case))
-    limited_s, limited = timed(1, **common, budget=6, method="exact", max_nodes=2)
+    limited_s, limited = timed(1, **common, budget=6, search="exact", max_nodes=2)
     print(line("exact, max_nodes=2 (interrupted)", limited_s, limited))
 
     zero = torch.zeros(N_SAMPLES, N_SAMPLES, dtype=torch.float64)
@@ -234,7 +230,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ]
     for name, space in spaces:
         size = space.size(90)
-        seconds, result = timed(args.repeats, **common, space=space, method="exact")
+        seconds, result = timed(args.repeats, **common, space=space, search="exact")
         print(f"\n90 candidates, {name}: {size:,} subsets, top 10")
         print(line("exact (branch and bound)", seconds, result, case=name, regime=classifier, candidates=90))
 
@@ -243,14 +239,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         small_base, small_parts, *_ = synthetic_kernels(12, args.seed)
         small = {"contributions": small_parts, "base_kernel": small_base, "sigma": sigma, "top": 10,
                  "objective": objective}  # fmt: skip
-        screened_s, screened = timed(args.repeats, **small, budget=4, method="exhaustive")
-        exact_s, exact = timed(args.repeats, **small, budget=4, method="exact")
+        screened_s, screened = timed(args.repeats, **small, budget=4, search="exhaustive")
+        exact_s, exact = timed(args.repeats, **small, budget=4, search="exact")
         same = [e.indices for e in screened.ranking] == [e.indices for e in exact.ranking]
         case = {"case": "C(36,4)", "regime": classifier, "candidates": 36, "budget": 4, "same_top10": same}
         print(line("36 candidates, budget 4: exhaustive", screened_s, screened, **case))
         print(line("36 candidates, budget 4: exact", exact_s, exact, **case))
         print(f"  same top 10: {same}")
-        seconds, result = timed(args.repeats, **{**common, "objective": objective}, budget=6, method="exact")
+        seconds, result = timed(args.repeats, **{**common, "objective": objective}, budget=6, search="exact")
         case = {"case": "C(90,6)", "regime": classifier, "candidates": 90, "budget": 6}
         print(line("90 candidates, budget 6: exact", seconds, result, **case))
 
@@ -261,10 +257,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     case = {"case": "C(90,6)", "regime": causal, "candidates": 90, "budget": 6}
     for objective in ("max_ratio", "min_ratio"):
         lm = {"contributions": contributions, "base_kernel": zero, "sigma": sigma, "top": 10, "objective": objective}
-        seconds, result = timed(1, **lm, budget=6, method="exact", time_limit=args.time_limit)
+        seconds, result = timed(1, **lm, budget=6, search="exact", time_limit=args.time_limit)
         print(line(f"{objective}: exact, time_limit={args.time_limit:g} s", seconds, result, **case,
                    time_limit=args.time_limit))  # fmt: skip
-        seconds, result = timed(1, **lm, budget=6, method="beam")
+        seconds, result = timed(1, **lm, budget=6, search="beam")
         print(line(f"{objective}: beam (width 8)", seconds, result, **case))
 
     if args.json:

@@ -13,14 +13,12 @@ Imported as ``import harness`` by the scripts in this folder (``python benchmark
 - ``OtherLoad`` and ``busy_percent``: CPU time used by other processes during a run (a shared machine);
 - ``metadata``: date, machine and versions (python, torch, transformers, peft, peft_ntk_select, git commit),
   and ``write_result`` to write a result file with it;
-- ``keyword``: the name a public function of the package gives an argument (for arguments being renamed).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -28,7 +26,7 @@ import resource
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -308,10 +306,3 @@ def write_result(path: str | Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return path
-
-
-def keyword(function: Callable[..., Any], *names: str) -> str:
-    """The first of ``names`` that ``function`` accepts as a keyword (arguments being renamed: pass the new
-    name first), else the last."""
-    parameters = inspect.signature(function).parameters
-    return next((name for name in names if name in parameters), names[-1])
