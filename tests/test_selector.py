@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -238,6 +241,24 @@ def test_plot_writes_a_png(tmp_path):
     table = figure.axes[2].tables[0]
     assert table[0, 4].get_text().get_text() == "kappa"
     assert table[1, 4].get_text().get_text() == f"{result.ranking[0].kappa:.4g}"
+
+
+PLOT_IN_A_FRESH_PROCESS = """
+import sys
+from tests.test_selector import select
+_, result = select()
+result.plot(sys.argv[1])
+print("matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_plotting_leaves_matplotlibs_global_state_alone(tmp_path):
+    """No pyplot import, so no backend is chosen or switched in the user's process (e.g. a notebook's)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", PLOT_IN_A_FRESH_PROCESS, str(tmp_path / "r.png")], cwd=root,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False" and (tmp_path / "r.png").stat().st_size > 1000
 
 
 def test_plot_adds_the_stability_and_linearity_panels_when_given(tmp_path):
