@@ -1,7 +1,8 @@
-"""Candidate modules: the attention projections of a transformers model that could receive LoRA.
+"""Candidate modules: the linear modules of a transformers model that could receive LoRA.
 
-One candidate per (layer, kind) with kind in ``q``, ``k``, ``v``; GPT-2's fused ``c_attn`` is one
-candidate of kind ``qkv``. Names are full module names of the model passed in, so that a
+One candidate per (layer, kind). Attention kinds (the default): ``q``, ``k``, ``v``, and ``qkv`` for GPT-2's
+fused ``c_attn``. With ``kinds="all-linear"`` (PEFT's word) also ``o`` (the attention output), and the MLP's
+``up``, ``down`` and ``gate``. Names are full module names of the model passed in, so that a
 ``LoraConfig(target_modules=[...])`` built from them matches exactly those modules.
 """
 
@@ -15,13 +16,25 @@ from torch import nn
 
 from .errors import InvalidConfigError, NoCandidatesError
 
-KIND_OF_SUFFIX = {
-    "query": "q", "q_proj": "q", "q_lin": "q", "q": "q",
-    "key": "k", "k_proj": "k", "k_lin": "k", "k": "k",
-    "value": "v", "v_proj": "v", "v_lin": "v", "v": "v",
-    "c_attn": "qkv",
-}  # fmt: skip
-KINDS = ("q", "k", "v", "qkv")
+# The kind of a module from the end of its full name, first match wins (``o`` before ``down``: BERT's
+# attention output is ``attention.output.dense``, its MLP output ``output.dense``). Families: BERT/RoBERTa,
+# Llama, GPT-2 (Conv1D), DistilBERT, OPT.
+KIND_PATTERNS = tuple(
+    (kind, re.compile(pattern))
+    for kind, pattern in (
+        ("q", r"\.(query|q_proj|q_lin|q)$"),
+        ("k", r"\.(key|k_proj|k_lin|k)$"),
+        ("v", r"\.(value|v_proj|v_lin|v)$"),
+        ("qkv", r"\.c_attn$"),
+        ("o", r"\.(attention\.output\.dense|o_proj|attn\.c_proj|out_lin|self_attn\.out_proj)$"),
+        ("up", r"\.(intermediate\.dense|up_proj|mlp\.c_fc|lin1|fc1)$"),
+        ("down", r"\.(output\.dense|down_proj|mlp\.c_proj|lin2|fc2)$"),
+        ("gate", r"\.gate_proj$"),
+    )
+)
+ATTENTION_KINDS = ("q", "k", "v", "qkv")  # the default candidates
+KINDS = (*ATTENTION_KINDS, "o", "up", "down", "gate")
+ALL_LINEAR = "all-linear"
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,25 @@ def _layer_index(name: str) -> int:
     return int(numbers[-1]) if numbers else -1
 
 
-def _kind(name: str) -> str:
-    return KIND_OF_SUFFIX.get(name.rsplit(".", 1)[-1], name.rsplit(".", 1)[-1])
+def module_kind(name: str) -> str | None:
+    """The kind of the module with this full name (``KIND_PATTERNS``), or None."""
+    return next((kind for kind, pattern in KIND_PATTERNS if pattern.search(f".{name}")), None)
+
+
+def wanted_kinds(kinds: Iterable[str] | str | None) -> set[str] | None:
+    """The kinds asked for: None (no filter), ``"all-linear"`` (every kind, alone or in a list) or kinds."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, str) and kinds != ALL_LINEAR:
+        raise InvalidConfigError(
+            f"kinds={kinds!r} is one string: pass a list, e.g. kinds=('q', 'v'), or kinds='{ALL_LINEAR}'"
+        )
+    wanted: set[str] = set()
+    for kind in [kinds] if isinstance(kinds, str) else kinds:
+        wanted |= set(KINDS) if kind == ALL_LINEAR else {kind}
+    if not wanted <= set(KINDS):
+        raise InvalidConfigError(f"unknown kinds {sorted(wanted - set(KINDS))}: choose among {KINDS} or '{ALL_LINEAR}'")
+    return wanted
 
 
 def discover_candidates(
@@ -78,7 +108,8 @@ def discover_candidates(
     Args:
         model: a transformers model (bare, with a task head, or nested under any prefix).
         rank: LoRA rank used to count parameters, or a function of the module name (``rank_pattern``).
-        kinds: keep only these kinds (subset of ``q``, ``k``, ``v``, ``qkv``).
+        kinds: keep only these kinds (of ``KINDS``: ``q``, ``k``, ``v``, ``qkv``, ``o``, ``up``, ``down``, ``gate``),
+            or ``"all-linear"`` for all of them; None: the attention kinds ``q``, ``k``, ``v``, ``qkv``.
         layers: keep only these layer indices.
         modules: explicit full module names (``nn.Linear`` or ``Conv1D``); replaces discovery by name.
     """
@@ -100,18 +131,15 @@ def discover_candidates(
             raise NoCandidatesError(f"modules {not_linear} are not nn.Linear or Conv1D: LoRA cannot target them")
         names = list(dict.fromkeys(modules))
     else:
-        names = [
-            name for name, module in named.items()
-            if name.rsplit(".", 1)[-1] in KIND_OF_SUFFIX and linear_shape(module) is not None
-        ]  # fmt: skip
-    wanted_kinds = None if kinds is None else set(kinds)
-    if wanted_kinds is not None and not wanted_kinds <= set(KINDS):
-        raise InvalidConfigError(f"unknown kinds {sorted(wanted_kinds - set(KINDS))}: choose among {KINDS}")
+        names = [name for name, module in named.items() if module_kind(name) and linear_shape(module) is not None]
+    wanted = wanted_kinds(kinds)
+    if wanted is None and modules is None:
+        wanted = set(ATTENTION_KINDS)
     wanted_layers = None if layers is None else {int(layer) for layer in layers}
     candidates = []
     for name in names:
-        kind, layer = _kind(name), _layer_index(name)
-        if wanted_kinds is not None and kind not in wanted_kinds:
+        kind, layer = module_kind(name) or name.rsplit(".", 1)[-1], _layer_index(name)
+        if wanted is not None and kind not in wanted:
             continue
         if wanted_layers is not None and layer not in wanted_layers:
             continue
@@ -121,9 +149,9 @@ def discover_candidates(
         candidates.append(Candidate(name, layer, kind, in_features, out_features, num_params, is_conv1d(named[name])))
     if not candidates:
         raise NoCandidatesError(
-            f"no candidate module matched (kinds={sorted(wanted_kinds) if wanted_kinds else 'all'}, "
-            f"layers={sorted(wanted_layers) if wanted_layers is not None else 'all'}): the model has no attention "
-            "projection named query/key/value, q_proj/k_proj/v_proj, q_lin/k_lin/v_lin or c_attn under that "
-            "filter; widen kinds/layers or pass modules=[full module names]"
+            f"no candidate module matched (kinds={sorted(wanted) if wanted else 'all'}, "
+            f"layers={sorted(wanted_layers) if wanted_layers is not None else 'all'}): no linear module of the "
+            "model has a known name (query/key/value, q_proj/k_proj/v_proj, c_attn, o_proj, up_proj, ...) under "
+            "that filter; widen kinds/layers or pass modules=[full module names]"
         )
     return candidates

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .candidates import ALL_LINEAR
 from .errors import InvalidConfigError
 from .kernels.compute import KERNELS, validate_engine
 from .kernels.head import HEADS
@@ -107,8 +108,10 @@ class KernelSettings:
 
 
 def _as_tuple(name: str, value: object) -> tuple[Any, ...]:
+    if name == "kinds" and value == ALL_LINEAR:
+        return (ALL_LINEAR,)
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidConfigError(f"{name}={value!r} must be a list, e.g. {name}=['q', 'v'] or [0, 5]")
+        raise InvalidConfigError(f"{name}={value!r} must be a list: kinds=['q', 'v'] (or 'all-linear'), layers=[0, 5]")
     return tuple(value)
 
 

@@ -60,7 +60,7 @@ def test_explicit_modules_replace_discovery():
     names = ["bert.encoder.layer.1.output.dense", "bert.encoder.layer.0.attention.self.query"]
     candidates = discover_candidates(make_model("bert"), rank=2, modules=names)
     assert [c.name for c in candidates] == names
-    assert candidates[0].kind == "dense" and candidates[0].num_params == 2 * (32 + 16)
+    assert candidates[0].kind == "down" and candidates[0].num_params == 2 * (32 + 16)
 
 
 def test_rank_can_depend_on_the_module():
@@ -83,3 +83,50 @@ def test_unknown_module_names_are_refused():
 def test_unknown_kind_is_refused():
     with pytest.raises(InvalidConfigError, match="unknown kinds"):
         discover_candidates(make_model("bert"), kinds=("query",))
+
+
+ALL_LINEAR_LAYER_0 = {  # kind: the module of layer 0 PEFT's "all-linear" adapts, per family
+    "bert": {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "o": "attention.output.dense", "up": "intermediate.dense", "down": "output.dense"},
+    "roberta": {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                "o": "attention.output.dense", "up": "intermediate.dense", "down": "output.dense"},
+    "distilbert": {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
+                   "o": "attention.out_lin", "up": "ffn.lin1", "down": "ffn.lin2"},
+    "llama": {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+              "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"},
+    "gpt2": {"qkv": "attn.c_attn", "o": "attn.c_proj", "up": "mlp.c_fc", "down": "mlp.c_proj"},
+    "opt": {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+            "up": "fc1", "down": "fc2"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(ALL_LINEAR_LAYER_0))
+def test_all_linear_names_every_linear_module_of_each_layer_by_kind(family):
+    model = make_model(family)
+    candidates = discover_candidates(model, rank=2, kinds="all-linear")
+    layer_0 = {c.kind: c.name for c in candidates if c.layer == 0}
+    assert {kind: name.split(".0.", 1)[1] for kind, name in layer_0.items()} == ALL_LINEAR_LAYER_0[family]
+    assert len(candidates) == 2 * len(layer_0)  # both layers, nothing else (no head, pooler or embedding)
+    blocks = {name for name, module in model.named_modules() if type(module).__name__ in ("Linear", "Conv1D")
+              and any(part in name for part in (".layer.", ".layers.", ".h."))}  # fmt: skip
+    assert {c.name for c in candidates} == blocks  # every linear module inside the blocks is a candidate
+
+
+@pytest.mark.parametrize("family", sorted(ALL_LINEAR_LAYER_0))
+def test_default_candidates_stay_the_attention_kinds(family):
+    kinds = {c.kind for c in discover_candidates(make_model(family), rank=2)}
+    assert kinds == ({"qkv"} if family == "gpt2" else {"q", "k", "v"})
+
+
+def test_all_linear_can_be_combined_and_filtered_by_layer():
+    model = make_model("llama")
+    mlp = discover_candidates(model, rank=2, kinds=("up", "down", "gate"), layers=[1])
+    assert [c.name for c in mlp] == ["model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj",
+                                     "model.layers.1.mlp.down_proj"]  # fmt: skip
+    assert len(discover_candidates(model, rank=2, kinds=["all-linear"])) == 14
+
+
+@pytest.mark.parametrize("kinds", ["qv", "q"])
+def test_kinds_as_one_string_is_refused(kinds):
+    with pytest.raises(InvalidConfigError, match="one string"):
+        discover_candidates(make_model("bert"), rank=2, kinds=kinds)

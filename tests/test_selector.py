@@ -300,3 +300,12 @@ def test_parameter_and_structured_spaces_reach_the_result(kw, space):
             assert len(layers) == 1 and kinds in ({"q", "v"}, {"k"})
     again = SelectionResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again.certificate == result.certificate and again.space == result.space
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_all_linear_candidates_give_configs_peft_adapts_exactly(family):
+    model, result = select(family, kinds="all-linear", budget=3)
+    assert {c.kind for c in result.candidates} >= {"o", "up", "down"}
+    for entry in result.ranking[:5]:
+        peft_model = get_peft_model(copy.deepcopy(model), result.config_for(entry.modules))
+        assert adapted_modules(peft_model) == set(entry.modules)

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--search", choices=("auto", *SEARCHES), default="auto", help="search: auto = exhaustive up "
                         "to 200,000 subsets, else exact branch-and-bound (beam without bounds); greedy and "
                         "beam for huge spaces")  # fmt: skip
-    select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v (default: all)")
+    select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v or all-linear "
+                        "(q,k,v,qkv,o,up,down,gate); default: the attention kinds q,k,v,qkv")  # fmt: skip
     select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
     select.add_argument("--r", type=int, default=8, help="LoRA rank")
     select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")

@@ -195,7 +195,7 @@ def test_kernels_equal_per_sample_autograd_on_the_peft_model(mode, family, engin
     model = tiny_model(family)
     batch = ragged_batch(labels=family not in CAUSAL_LMS)
     config = lora_config(config_name, family)
-    candidates = discover_candidates(model, rank=config.r)
+    candidates = discover_candidates(model, rank=config.r, kinds="all-linear")  # every kind of linear module
     names = [c.name for c in candidates]
     base, contributions, adapter_init = library_kernels(model, batch, candidates, config, engine, mode)
     assert sorted(adapter_init) == sorted(names)
