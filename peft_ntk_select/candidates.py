@@ -155,3 +155,9 @@ def discover_candidates(
             "that filter; widen kinds/layers or pass modules=[full module names]"
         )
     return candidates
+
+
+def placement_params(model: nn.Module, kinds: Iterable[str] | str, rank: int) -> int:
+    """LoRA parameters of a placement: every module of ``kinds`` in every layer at ``rank``, e.g. PEFT's default
+    placement ``("q", "v")``; ``NoCandidatesError`` when the model has no module of those kinds."""
+    return sum(candidate.num_params for candidate in discover_candidates(model, rank=rank, kinds=kinds))

@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .candidates import Candidate, discover_candidates
+from .candidates import Candidate, discover_candidates, placement_params
 from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
 from .inputs import prepare_samples
@@ -92,7 +92,9 @@ class NTKSelector:
         lora_config: the LoRA settings to select for (r, lora_alpha, use_rslora, patterns, task_type,
             modules_to_save); its ``target_modules`` are ignored and it is never modified.
         budget: number of modules in a subset (the default space, ``Budget(budget)``).
-        param_budget: instead, every nonempty subset whose LoRA parameters sum to at most this.
+        param_budget: instead, every nonempty subset whose LoRA parameters sum to at most this; or kinds, e.g.
+            ``("q", "v")``: the LoRA parameters of those kinds in every layer at the config's ``r``
+            (``placement_params``: PEFT's default placement), so picks are compared at equal parameters.
         layers_per_pick, kind_sets: instead, the paper's structured space: every choice of
             ``layers_per_pick`` layers with one kind set, e.g. ``kind_sets=[("q", "v"), ("k",)]``.
         space: instead, any ready space from ``peft_ntk_select.search.spaces`` over these candidates.
@@ -139,7 +141,7 @@ class NTKSelector:
         lora_config: LoraConfig,
         *,
         budget: int = 3,
-        param_budget: int | None = None,
+        param_budget: int | Sequence[str] | str | None = None,
         layers_per_pick: int | None = None,
         kind_sets: Sequence[Sequence[str] | str] = (("q", "v"),),
         space: SearchSpace | None = None,
@@ -169,6 +171,10 @@ class NTKSelector:
         max_memory: int | str | None = None,
     ) -> None:
         validate_lora_config(lora_config)
+        if param_budget is not None and not isinstance(param_budget, int):
+            placement, param_budget = param_budget, placement_params(model, param_budget, lora_config.r)
+            logger.info("param_budget: %s LoRA parameters, those of %s in every layer at r=%d", f"{param_budget:,}",
+                        placement, lora_config.r)  # fmt: skip
         self.kernel_settings = KernelSettings(
             num_samples=num_samples, seed=seed, init_seed=init_seed, kernel=kernel, base=base, head=head,
             engine=engine, output_mode=output_mode or default_output(model), kinds=kinds, layers=layers,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from peft_ntk_select import InvalidConfigError, NTKSelector, SelectionResult
+from peft_ntk_select import InvalidConfigError, NoCandidatesError, NTKSelector, SelectionResult
 from peft_ntk_select.diagnostics.stability import compare_runs
 from peft_ntk_select.errors import InvalidInputError
 from tests.helpers import make_batch, make_model, model_snapshot
@@ -309,3 +309,19 @@ def test_all_linear_candidates_give_configs_peft_adapts_exactly(family):
     for entry in result.ranking[:5]:
         peft_model = get_peft_model(copy.deepcopy(model), result.config_for(entry.modules))
         assert adapted_modules(peft_model) == set(entry.modules)
+
+
+def test_a_placement_as_param_budget_means_its_parameters_in_every_layer():
+    """param_budget=("q", "v"): PEFT's default placement's LoRA parameters at the config's r (BERT tiny: 2 layers,
+    q and v of 16 -> 16 at r = 4: 2 x 2 x 4 x 32 = 512); branch and bound is exact in that space."""
+    _, result = select(kinds="all-linear", param_budget=("q", "v"))
+    assert result.space == "ParamBudget(max_params=512)"
+    assert all(entry.num_params <= 512 for entry in result.ranking)
+    assert any(entry.num_params == 512 for entry in result.ranking)
+    _, exact = select(kinds="all-linear", param_budget=("q", "v"), search="exact", top=5)
+    assert exact.ranking == result.ranking[:5] and exact.certificate.optimal
+
+
+def test_a_placement_the_model_lacks_is_refused():
+    with pytest.raises(NoCandidatesError, match="no candidate module matched"):
+        select("gpt2", param_budget=("q", "v"))  # GPT-2's attention is the fused qkv

@@ -50,6 +50,11 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
 
+def _param_budget(text: str) -> int | list[str]:
+    """A number of LoRA parameters, or kinds whose placement in every layer sets it (e.g. q,v)."""
+    return int(text) if text.strip().isdigit() else _str_list(text)
+
+
 def _kind_sets(text: str) -> list[tuple[str, ...]]:
     return [tuple(kind for kind in part.split("+") if kind) for part in _str_list(text)]
 
@@ -92,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_arguments(select)
     select.add_argument("--num-samples", type=int, default=32, help="samples the kernels are computed on")
     select.add_argument("--budget", type=int, default=3, help="modules per subset")
-    select.add_argument("--param-budget", type=int, default=None, help="instead of --budget: every subset whose LoRA "
-                        "parameters sum to at most this")  # fmt: skip
+    select.add_argument("--param-budget", type=_param_budget, default=None, help="instead of --budget: every subset "
+                        "whose LoRA parameters sum to at most this; or kinds, e.g. q,v: the parameters of those kinds "
+                        "in every layer at --r (PEFT's default placement)")  # fmt: skip
     select.add_argument("--layers-per-pick", type=int, default=None, help="instead of --budget: the paper's "
                         "structured space, this many layers with one of --kind-sets")  # fmt: skip
     select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "

@@ -225,3 +225,13 @@ def test_objective_and_base_options_reach_the_ranking(capsys, model_dir, csv_fil
     assert (summary["objective"], summary["base"]) == ("max_alignment", "none")
     scores = [entry["score"] for entry in summary["ranking"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_param_budget_option_takes_a_placement(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--num-samples", 4, "--kinds", "all-linear",
+                            "--param-budget", "q,v", "--json")  # fmt: skip
+    summary = json.loads(stdout)
+    # the tiny BERT of model_dir: 2 layers, q and v of 16 -> 16 at r = 8: 2 x 2 x 8 x 32 = 1,024
+    assert status == 0 and summary["space"] == "ParamBudget(max_params=1,024)"
+    assert all(entry["num_params"] <= 1024 for entry in summary["ranking"])
