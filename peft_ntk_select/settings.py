@@ -15,7 +15,7 @@ import torch
 
 from .candidates import ALL_LINEAR
 from .errors import InvalidConfigError
-from .kernels.compute import KERNELS, validate_engine
+from .kernels.compute import validate_engine, validate_kernel
 from .kernels.head import HEADS
 from .kernels.memory import parse_memory
 from .kernels.outputs import OUTPUT_MODES
@@ -85,7 +85,7 @@ class KernelSettings:
         _positive("num_samples", self.num_samples, minimum=2, hint=" (the paper uses 32)")
         for name in ("seed", "init_seed"):
             _positive(name, getattr(self, name), optional=name == "init_seed", minimum=0)
-        _choice("kernel", self.kernel, KERNELS, " ('lora': the LoRA kernel at the seeded A; 'expected': its mean)")
+        validate_kernel(self.kernel, for_selection=True)
         _choice("base", self.base, BASES, " ('head': the new head's kernel; 'none': K = 0)")
         _choice("head", self.head, HEADS)
         validate_engine(self.engine, allow_auto=True)

@@ -20,7 +20,7 @@ from .func import jacobians as func_jacobians
 from .hooks import jacobians as hooks_jacobians
 from .lora_init import draw_adapter_init, module_scale, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
-from .probes import LoraProbe, Probe, gram
+from .probes import LoraProbe, Probe, gram, sign_gram
 from .reference import jacobians as reference_jacobians
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 Engine = Callable[..., dict[str, torch.Tensor]]
 ENGINES: dict[str, Engine] = {"func": func_jacobians, "hooks": hooks_jacobians, "reference": reference_jacobians}
-KERNELS = ("lora", "expected")
+KERNELS = ("lora", "expected", "adam")
+SELECTION_KERNELS = ("lora", "expected")  # what the search ranks by (see validate_kernel)
 
 
 def validate_engine(engine: str, *, allow_auto: bool = False) -> None:
@@ -50,11 +51,19 @@ def resolve_engine(engine: str, model: nn.Module) -> str:
     return "hooks"
 
 
-def validate_kernel(kernel: str) -> None:
+def validate_kernel(kernel: str, *, for_selection: bool = False) -> None:
+    """A typed error for an unknown kernel; ``for_selection``: also for ``adam``, whose asymmetric kernel the
+    search cannot rank yet (the symmetric part of a SignGD kernel need not be PSD, so the branch-and-bound
+    bounds, which need every S_l PSD, do not hold)."""
+    if for_selection and kernel == "adam":
+        raise InvalidConfigError(
+            "kernel='adam' (the SignGD kernel) is computed by compute_kernels(kernel='adam'), but ranking subsets "
+            f"by it is not supported yet: choose one of {SELECTION_KERNELS} for the selector"
+        )
     if kernel not in KERNELS:
         raise InvalidConfigError(
             f"unknown kernel {kernel!r}: choose one of {KERNELS} ('lora': the LoRA kernel at the seeded A; "
-            "'expected': its exact mean over A)"
+            "'expected': its exact mean over A; 'adam': the SignGD kernel of Adam at the seeded A)"
         )
 
 
@@ -92,10 +101,13 @@ def compute_kernels(
         kernel: ``lora``: S_l is the LoRA kernel at the seeded A (a random rank-r sketch);
             ``expected``: S_l is its exact mean over A, s^2 r Var(A_ij) times the kernel of the module's
             full weight (deterministic; see ``kernels.expected`` for the two formulations and the rule
-            that picks one per candidate, logged at debug level). K is the same for both.
+            that picks one per candidate, logged at debug level). K is the same for both. ``adam``: the
+            SignGD kernel of Adam at the seeded A, entry (i, j) = sum_a <grad f_a(x_i), sign grad f_a(x_j)> over
+            the trained parameters (the head in K, each candidate's B in S_l): asymmetric, and not yet a
+            kernel the selector ranks by (``validate_kernel``).
         memory_budget: bytes, ``expected`` only: bound on the features held per engine pass and on the
             token Gram intermediates (more passes when exceeded).
-        candidate_passes: ``lora`` only: candidate indices per engine pass, so that one pass's features are
+        candidate_passes: ``lora`` and ``adam`` only: candidate indices per engine pass, so that one pass's features are
             held at a time (``memory.plan_memory`` makes them); None: one pass.
 
     Under an initialised ``torch.distributed`` with several processes (``accelerate launch``), the samples
@@ -162,8 +174,9 @@ def kernel_pass(
     else:
         lora: dict[str, Probe] = {c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name),
                                                     c.out_features) for c in candidates}  # fmt: skip
+        product = sign_gram if kernel == "adam" else gram
         base_kernel, contributions = lora_kernels(model, batch, base, lora, engine, output, chunk_size, progress,
-                                                  candidate_passes)  # fmt: skip
+                                                  candidate_passes, product)  # fmt: skip
     broadcast_kernels(base_kernel, contributions)
     check_finite(base_kernel, contributions, candidates, model)
     return base_kernel.cpu(), contributions.cpu(), adapter_init
@@ -179,8 +192,11 @@ def lora_kernels(
     chunk_size: int,
     progress: bool,
     candidate_passes: Sequence[Sequence[int]] | None = None,
+    product: Callable[[torch.Tensor], torch.Tensor] = gram,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """K (n, n) from the ``base`` probes and S (L, n, n) from the ``lora`` probes (in their order), float64.
+
+    ``product``: features (n, c, P) -> kernel (n, n): ``gram`` (the SGD kernel) or ``sign_gram`` (Adam's).
 
     ``candidate_passes``: indices into ``lora`` per engine pass (the base probes ride with the first), so that
     only one pass's features are held at a time; None: one pass. Under several processes each rank runs the
@@ -197,9 +213,9 @@ def lora_kernels(
             features = run(model, batch, probes, output, chunk_size=chunk_size, progress=progress)
         if number == 0:
             for name in base:
-                base_kernel += gram(features.pop(name))
+                base_kernel += product(features.pop(name))
         for i in group:
-            contributions[i] = gram(features.pop(names[i]))
+            contributions[i] = product(features.pop(names[i]))
     return base_kernel, contributions
 
 

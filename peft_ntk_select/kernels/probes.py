@@ -110,6 +110,13 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return torch.einsum("icp,jcp->ij", f, f)
 
 
+def sign_gram(features: torch.Tensor) -> torch.Tensor:
+    """The SignGD (Adam) kernel from per-sample gradients (n, c, P): K_ij = sum_a <F_ia, sign F_ja>, (n, n)
+    float64, asymmetric (Malladi et al. 2023; docs/science.md section 7)."""
+    f = features.double()
+    return torch.einsum("icp,jcp->ij", f, f.sign())
+
+
 def probe_zeros(
     probes: Mapping[str, Probe], *, batch: int | None, dtype: torch.dtype, device: torch.device
 ) -> dict[str, Tensors]:

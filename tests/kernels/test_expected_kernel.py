@@ -197,8 +197,8 @@ def test_expected_kernel_leaves_the_model_unchanged(budget):
 
 
 def test_unknown_kernel_is_refused_with_the_choices():
-    assert KERNELS == ("lora", "expected")
-    with pytest.raises(InvalidConfigError, match=r"unknown kernel 'mean'.*'lora', 'expected'"):
+    assert KERNELS == ("lora", "expected", "adam")
+    with pytest.raises(InvalidConfigError, match=r"unknown kernel 'mean'.*'lora', 'expected', 'adam'"):
         expected_run("bert", "trace", config_for("bert"), kernel="mean")
 
 

@@ -35,9 +35,9 @@ LENGTHS = (7, 5, 3, 6)  # ragged, right-padded to T = 7
 ENGINES = ("func", "hooks", "reference")
 
 
-def library_kernels(model, batch, candidates, config, engine, mode):
+def library_kernels(model, batch, candidates, config, engine, mode, kernel="lora"):
     """The one call into the library (a keyword rename is a one-line change here)."""
-    return compute_kernels(model, batch, candidates, config, engine=engine, output_mode=mode, seed=0)
+    return compute_kernels(model, batch, candidates, config, engine=engine, output_mode=mode, seed=0, kernel=kernel)
 
 
 # ---- tiny float64 models -------------------------------------------------------------------------------------
@@ -119,6 +119,8 @@ def sample_output(peft_model, input_ids: torch.Tensor, label: torch.Tensor | Non
     if mode == "margin":
         logits = peft_model(input_ids=input_ids).logits[0]
         return logits[1] - logits[0]
+    if mode == "trace":  # a classifier's logits
+        return peft_model(input_ids=input_ids).logits[0]
     if label is not None:
         return peft_model(input_ids=input_ids, labels=label).loss
     output = peft_model(input_ids=input_ids, labels=input_ids)
@@ -127,9 +129,9 @@ def sample_output(peft_model, input_ids: torch.Tensor, label: torch.Tensor | Non
     return torch.nn.functional.cross_entropy(output.logits[0, :-1], input_ids[0, 1:])
 
 
-def reference_kernels(model, batch, names, config, adapter_init, mode, *, exact=True):
+def reference_kernels(model, batch, names, config, adapter_init, mode, *, exact=True, kernel="lora"):
     """(K, S, number of K's parameter tensors) by plain per-sample autograd on get_peft_model(model copy) with
-    LoRA on ``names``."""
+    LoRA on ``names``: sum over outputs a of <g_a(x_i), g_a(x_j)>, or of <g_a(x_i), sign g_a(x_j)> for ``adam``."""
     targeted = copy.deepcopy(config)
     targeted.target_modules = set(names)
     peft_model = get_peft_model(copy.deepcopy(model), targeted).eval()
@@ -151,15 +153,20 @@ def reference_kernels(model, batch, names, config, adapter_init, mode, *, exact=
         keep = batch["attention_mask"][i].bool()
         input_ids = batch["input_ids"][i][keep][None]
         label = batch["labels"][i : i + 1] if "labels" in batch else None
-        f = sample_output(peft_model, input_ids, label, mode, exact)
-        grads = torch.autograd.grad(f, flat, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads, strict=True)]
-        position = 0
-        for group, rows in zip(groups, features, strict=True):
-            part = grads[position : position + len(group)]
-            rows.append(torch.cat([g.flatten() for g in part]) if part else torch.zeros(0, dtype=torch.float64))
-            position += len(group)
-    grams = [torch.stack(rows) @ torch.stack(rows).T for rows in features]
+        outputs = sample_output(peft_model, input_ids, label, mode, exact).reshape(-1)  # c outputs (1 but trace)
+        per_output = [[] for _ in groups]
+        for f in outputs:
+            grads = torch.autograd.grad(f, flat, retain_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(flat, grads, strict=True)]
+            position = 0
+            for group, rows in zip(groups, per_output, strict=True):
+                part = grads[position : position + len(group)]
+                rows.append(torch.cat([g.flatten() for g in part]) if part else torch.zeros(0, dtype=torch.float64))
+                position += len(group)
+        for rows, sample_rows in zip(features, per_output, strict=True):
+            rows.append(torch.stack(sample_rows))  # (c, P)
+    other = (lambda g: g.sign()) if kernel == "adam" else (lambda g: g)
+    grams = [torch.einsum("icp,jcp->ij", torch.stack(rows), other(torch.stack(rows))) for rows in features]
     return grams[0], torch.stack(grams[1:]), len(groups[0])
 
 
@@ -215,3 +222,27 @@ def test_kernels_equal_per_sample_autograd_on_the_peft_model(mode, family, engin
     else:
         assert head_params > 0
         assert_kernel_close(base, base_ref, "K")
+
+
+ADAM_CASES = [("trace", "bert"), ("trace", "llama"), ("trace", "gpt2"), ("margin", "bert"), ("margin", "gpt2"),
+              ("loss", "llama_lm"), ("loss", "gpt2_lm"), ("loss", "bert")]  # fmt: skip
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("mode", "family"), ADAM_CASES, ids=[f"{m}-{f}" for m, f in ADAM_CASES])
+def test_adam_kernel_equals_per_sample_autograd_with_signs(mode, family, engine):
+    """kernel="adam": entry (i, j) = sum_a <grad f_a(x_i), sign grad f_a(x_j)> over the trained parameters."""
+    model = tiny_model(family)
+    batch = ragged_batch(labels=family not in CAUSAL_LMS)
+    config = lora_config("plain", family)
+    candidates = discover_candidates(model, rank=config.r, kinds="all-linear")
+    names = [c.name for c in candidates]
+    base, contributions, adapter_init = library_kernels(model, batch, candidates, config, engine, mode, "adam")
+    base_ref, contributions_ref, _ = reference_kernels(model, batch, names, config, adapter_init, mode, kernel="adam")
+    for name, s, s_ref in zip(names, contributions, contributions_ref, strict=True):
+        assert_kernel_close(s, s_ref, f"Adam S of {name}")
+    assert not torch.allclose(contributions, contributions.transpose(1, 2))  # asymmetric, as defined
+    if family in CAUSAL_LMS:
+        assert torch.equal(base, torch.zeros_like(base))
+    else:
+        assert_kernel_close(base, base_ref, "Adam K")
