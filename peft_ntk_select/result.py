@@ -125,8 +125,11 @@ class SelectionResult:
     @property
     def budget(self) -> int | None:
         """k of a ``Budget`` space, else None."""
-        space = self.settings.space_for(self.candidates)
-        return space.k if isinstance(space, Budget) else None
+        settings = self.settings
+        if isinstance(settings.space, Budget):
+            return settings.space.k
+        defined = (settings.space, settings.param_budget, settings.layers_per_pick)
+        return settings.budget if all(value is None for value in defined) else None
 
     @classmethod
     def from_kernels(
@@ -152,13 +155,13 @@ class SelectionResult:
             metadata: the other fields (``seed``, ``sample_indices``, ``engine``, ``output_mode``, ``kernel``...).
         """
         settings = settings or RankingSettings()
-        found = settings.rank(contributions, base_kernel, candidates, targets)
+        space, found = settings.rank(contributions, base_kernel, candidates, targets)
         best = [candidates[i] for i in found.ranking[0].indices]
         return cls(
             candidates=list(candidates), ranking=[ranked(entry, candidates) for entry in found.ranking],
             lora_config=config_with_targets(lora_config, best), base_kernel=base_kernel.double(),
             contributions=contributions.double(), adapter_init=dict(adapter_init or {}), settings=settings,
-            targets=targets, space=settings.space_for(candidates).describe(), certificate=found.certificate,
+            targets=targets, space=space.describe(), certificate=found.certificate,
             **metadata,
         )  # fmt: skip
 

@@ -25,15 +25,16 @@ from .search import (
     DEFAULT_MAX_SUBSETS,
     DEFAULT_OBJECTIVE,
     OBJECTIVES,
-    SEARCHES,
     Budget,
     ParamBudget,
     SearchResult,
     SearchSpace,
     Structured,
     admissible_space,
+    check_search_options,
     check_sigma,
     get_objective,
+    is_integer,
     resolve_search,
     search_subsets,
 )
@@ -44,14 +45,10 @@ if TYPE_CHECKING:
 BASES = ("head", "none")
 
 
-def _integer(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _positive(name: str, value: object, *, optional: bool = False, minimum: int = 1, hint: str = "") -> None:
     if optional and value is None:
         return
-    if not _integer(value) or value < minimum:  # type: ignore[operator]
+    if not is_integer(value) or value < minimum:  # type: ignore[operator]
         raise InvalidConfigError(f"{name}={value!r} must be an integer >= {minimum}{hint}")
 
 
@@ -147,16 +144,10 @@ class RankingSettings:
                 "peft_ntk_select"
             )
         _choice("objective", self.objective, sorted(OBJECTIVES))
-        _choice("search", self.search, ("auto", *SEARCHES))
+        check_search_options(self.search, self.top, self.beam_width, self.max_nodes, self.time_limit)
         object.__setattr__(self, "sigma", check_sigma(self.sigma))
         object.__setattr__(self, "kind_sets", tuple(_kind_set(kinds) for kinds in self.kind_sets))
-        _positive("top", self.top, optional=True, hint=", or None for the whole ranking")
-        _positive("max_nodes", self.max_nodes, optional=True, hint=", or None for no limit")
-        _positive("beam_width", self.beam_width, hint=" (1 is greedy)")
         _positive("max_subsets", self.max_subsets)
-        limit = self.time_limit
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0):
-            raise InvalidConfigError(f"time_limit={limit!r} must be a number of seconds > 0, or None for no limit")
 
     def space_for(self, candidates: Sequence[Candidate]) -> SearchSpace:
         """The admissible space over ``candidates``: ``InvalidConfigError`` when it does not fit them, and
@@ -179,14 +170,15 @@ class RankingSettings:
         base_kernel: torch.Tensor,
         candidates: Sequence[Candidate],
         targets: torch.Tensor | None,
-    ) -> SearchResult:
-        """Rank the admissible subsets of ``candidates``: S (L, n, n), K (n, n), targets Y (n, c) or None.
+    ) -> tuple[SearchSpace, SearchResult]:
+        """Rank the admissible subsets of ``candidates``: S (L, n, n), K (n, n), targets Y (n, c) or None;
+        returns the space searched and the ranking.
 
         The settings were validated on construction, so this goes straight to ``search_subsets``; only the
         objective's need for labels is checked here, where the targets are known.
         """
         space, search, top = self._resolved(candidates)
-        return search_subsets(
+        return space, search_subsets(
             contributions, base_kernel, space, get_objective(self.objective, targets is not None), sigma=self.sigma,
             search=search, top=top, targets=targets, beam_width=self.beam_width, max_nodes=self.max_nodes,
             time_limit=self.time_limit, max_subsets=self.max_subsets,

@@ -13,12 +13,13 @@ from .rank import (
     SearchResult,
     admissible_space,
     check_exhaustive,
+    check_search_options,
     rank_subsets,
     resolve_search,
     search_subsets,
 )
 from .scoring import ScoredSubset, check_sigma, objective_values, score_subsets
-from .spaces import Budget, InvalidSpaceError, ParamBudget, SearchSpace, Structured
+from .spaces import Budget, InvalidSpaceError, ParamBudget, SearchSpace, Structured, is_integer
 from .spectral import regression_targets
 
 __all__ = [
@@ -39,8 +40,10 @@ __all__ = [
     "Structured",
     "admissible_space",
     "check_exhaustive",
+    "check_search_options",
     "check_sigma",
     "get_objective",
+    "is_integer",
     "objective_values",
     "rank_subsets",
     "regression_targets",

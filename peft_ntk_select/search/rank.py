@@ -126,7 +126,7 @@ def rank_subsets(
         the best ``ScoredSubset``, its objective value in ``score``. Ties keep lexicographic order of the indices.
     """
     sigma = check_sigma(sigma)
-    _check_options(search, top, beam_width, max_nodes, time_limit)
+    check_search_options(search, top, beam_width, max_nodes, time_limit)
     _check_inputs(contributions, base_kernel)
     search_space = _resolve_space(contributions.shape[0], budget, space)
     chosen = get_objective(objective, targets is not None)
@@ -325,7 +325,10 @@ def _resolve_space(num_candidates: int, budget: object, space: object) -> Search
     return space
 
 
-def _check_options(search: object, top: object, beam_width: object, max_nodes: object, time_limit: object) -> None:
+def check_search_options(
+    search: object, top: object, beam_width: object, max_nodes: object, time_limit: object
+) -> None:
+    """Typed errors for an unknown search, or a top, beam width, node limit or time limit that is not usable."""
     if search not in ("auto", *SEARCHES):
         raise InvalidConfigError(f"unknown search {search!r}: choose 'auto' or one of {SEARCHES}")
     if top is not None and (not is_integer(top) or top < 1):  # type: ignore[operator]
