@@ -1,12 +1,14 @@
-"""The ``margin`` and ``loss`` kernels of every engine equal an independent reference built on PEFT itself.
+"""The ``trace`` (Adam), ``margin`` and ``loss`` kernels of every engine equal an independent reference built
+on PEFT itself, for the ``lora`` kernel and Adam's SignGD kernel (``kernel="adam"``).
 
 Reference (no library code): ``get_peft_model`` with LoRA on exactly the candidates, in eval mode, the library's
 lora_A copied in and B = 0; per sample, without its padding (a batch of one), f is the model's own output
 (``margin``: logit_1 - logit_0; ``loss``: the model's own ``labels=`` loss) and plain ``torch.autograd.grad``
 gives the features. A causal LM's own loss is float32 inside transformers, so its kernels are matched to float32
 precision, and to float64 precision with the same mean next-token cross-entropy taken from the float64 logits.
-S_l is the Gram matrix of the gradients w.r.t. candidate l's LoRA parameters; K that of the other
-trainable parameters (PEFT's ``modules_to_save`` head copy for SEQ_CLS, none for causal LMs).
+S_l is the Gram matrix of the gradients w.r.t. candidate l's LoRA parameters (for ``adam``: gradients against
+their signs); K that of the other trainable parameters (PEFT's ``modules_to_save`` head copy for SEQ_CLS, none
+for causal LMs).
 """
 
 from __future__ import annotations
@@ -16,21 +18,10 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    LlamaForSequenceClassification,
-)
 
 from peft_ntk_select import compute_kernels, discover_candidates
+from tests.helpers import CAUSAL_LMS, PAD, VOCAB, make_model
 
-VOCAB = 24
-PAD = 1
 LENGTHS = (7, 5, 3, 6)  # ragged, right-padded to T = 7
 ENGINES = ("func", "hooks", "reference")
 
@@ -40,37 +31,7 @@ def library_kernels(model, batch, candidates, config, engine, mode, kernel="lora
     return compute_kernels(model, batch, candidates, config, engine=engine, output_mode=mode, seed=0, kernel=kernel)
 
 
-# ---- tiny float64 models -------------------------------------------------------------------------------------
-
-
-def _bert_config():
-    return BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=32, pad_token_id=PAD, num_labels=2)  # fmt: skip
-
-
-def _llama_config():
-    return LlamaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, intermediate_size=32, pad_token_id=PAD, num_labels=2)  # fmt: skip
-
-
-def _gpt2_config():
-    return GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=40, pad_token_id=PAD,
-                      bos_token_id=0, eos_token_id=0, num_labels=2)  # fmt: skip
-
-
-BUILDERS = {
-    "bert": lambda: BertForSequenceClassification(_bert_config()),
-    "llama": lambda: LlamaForSequenceClassification(_llama_config()),
-    "gpt2": lambda: GPT2ForSequenceClassification(_gpt2_config()),
-    "llama_lm": lambda: LlamaForCausalLM(_llama_config()),
-    "gpt2_lm": lambda: GPT2LMHeadModel(_gpt2_config()),
-}
-CAUSAL_LMS = ("llama_lm", "gpt2_lm")
-
-
-def tiny_model(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return BUILDERS[family]().double().eval()
+# ---- a ragged batch for the tiny float64 models of tests.helpers ------------------------------------------
 
 
 def ragged_batch(*, labels: bool, seed: int = 3) -> dict[str, torch.Tensor]:
@@ -199,7 +160,7 @@ CASES = [
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("mode", "family"), CASES, ids=[f"{m}-{f}" for m, f in CASES])
 def test_kernels_equal_per_sample_autograd_on_the_peft_model(mode, family, engine, config_name):
-    model = tiny_model(family)
+    model = make_model(family)
     batch = ragged_batch(labels=family not in CAUSAL_LMS)
     config = lora_config(config_name, family)
     candidates = discover_candidates(model, rank=config.r, kinds="all-linear")  # every kind of linear module
@@ -232,7 +193,7 @@ ADAM_CASES = [("trace", "bert"), ("trace", "llama"), ("trace", "gpt2"), ("margin
 @pytest.mark.parametrize(("mode", "family"), ADAM_CASES, ids=[f"{m}-{f}" for m, f in ADAM_CASES])
 def test_adam_kernel_equals_per_sample_autograd_with_signs(mode, family, engine):
     """kernel="adam": entry (i, j) = sum_a <grad f_a(x_i), sign grad f_a(x_j)> over the trained parameters."""
-    model = tiny_model(family)
+    model = make_model(family)
     batch = ragged_batch(labels=family not in CAUSAL_LMS)
     config = lora_config("plain", family)
     candidates = discover_candidates(model, rank=config.r, kinds="all-linear")
