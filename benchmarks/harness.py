@@ -26,7 +26,7 @@ import resource
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +306,21 @@ def write_result(path: str | Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     return path
+
+
+def record_main(
+    description: str | None,
+    default: Path,
+    record: Callable[[Path], dict[str, Any]],
+    show: Callable[[dict[str, Any]], str],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Entry point of a record script: ``record(path)`` writes the result file (``--output``, default ``default``)
+    and returns it; ``--print`` only reads it; then ``show(payload)`` is printed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shown = default.relative_to(Path(__file__).resolve().parents[1])
+    parser.add_argument("--output", type=Path, default=default, help=f"result file [{shown}]")
+    parser.add_argument("--print", action="store_true", help="only print the tables from the result file")
+    args = parser.parse_args(argv)
+    payload = json.loads(args.output.read_text()) if args.print else record(args.output)
+    print(show(payload))

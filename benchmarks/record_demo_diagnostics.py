@@ -22,7 +22,6 @@ lambda_max(K), lambda_max(S_C) of the pick and what S_C adds to lambda_max(K), w
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -198,12 +197,7 @@ def tables(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=RESULT, help=f"result file [{RESULT.relative_to(ROOT)}]")
-    parser.add_argument("--print", action="store_true", help="only print the tables from the result file")
-    args = parser.parse_args(argv)
-    payload = json.loads(args.output.read_text()) if args.print else record(args.output)
-    print(tables(payload))
+    harness.record_main(__doc__, RESULT, record, tables, argv)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ versions.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import subprocess
@@ -93,12 +91,7 @@ def table(payload: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=RESULT, help=f"result file [{RESULT.relative_to(ROOT)}]")
-    parser.add_argument("--print", action="store_true", help="only print the table from the result file")
-    args = parser.parse_args(argv)
-    payload = json.loads(args.output.read_text()) if args.print else record(args.output)
-    print(table(payload))
+    harness.record_main(__doc__, RESULT, record, table, argv)
 
 
 if __name__ == "__main__":
