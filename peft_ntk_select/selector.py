@@ -20,7 +20,7 @@ from .kernels.forward import model_dtype_device
 from .kernels.head import HeadFit, fit_head, redraw_head, swapped_parameters
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.memory import MemoryPlan, default_max_memory, plan_memory
-from .kernels.outputs import default_output
+from .kernels.outputs import default_output, is_token_level
 from .result import SelectionResult
 from .search import (
     DEFAULT_BEAM_WIDTH,
@@ -189,7 +189,11 @@ class NTKSelector:
         self.model = model
         self.lora_config = lora_config
         self.candidates: list[Candidate] = discover_candidates(
-            model, rank=lambda name: module_rank(lora_config, name), kinds=kinds, layers=layers, modules=modules
+            model,
+            rank=lambda name: module_rank(lora_config, name),
+            kinds=self.kernel_settings.kinds,
+            layers=self.kernel_settings.layers,
+            modules=self.kernel_settings.modules,
         )
         self.space = self.ranking_settings.space_for(self.candidates)
 
@@ -320,9 +324,6 @@ def find_ntk_target_modules(
 
 
 def _task_type(model: nn.Module) -> str | None:
-    name = type(model).__name__
-    if name.endswith("ForSequenceClassification"):
-        return "SEQ_CLS"
-    if name.endswith("ForCausalLM") or name.endswith("LMHeadModel"):
+    if is_token_level(model):
         return "CAUSAL_LM"
-    return None
+    return "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else None
