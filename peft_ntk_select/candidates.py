@@ -35,6 +35,7 @@ KIND_PATTERNS = tuple(
 ATTENTION_KINDS = ("q", "k", "v", "qkv")  # the default candidates
 KINDS = (*ATTENTION_KINDS, "o", "up", "down", "gate")
 ALL_LINEAR = "all-linear"
+PEFT_DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and value (GPT-2: the fused c_attn)
 
 
 @dataclass(frozen=True)

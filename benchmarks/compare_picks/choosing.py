@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from peft import LoraConfig
 
 from peft_ntk_select import SelectionResult
-from peft_ntk_select.candidates import Candidate
+from peft_ntk_select.candidates import PEFT_DEFAULT_KINDS, Candidate
 from peft_ntk_select.result import config_with_targets
 from peft_ntk_select.search.objectives import OBJECTIVES
 
 logger = logging.getLogger("compare_picks")
 
 BASELINES = ("kappa", "last_layers", "first_layers", "default", "head_only")
-DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's default placement (GPT-2: the fused c_attn)
 
 
 class BenchmarkError(RuntimeError):
@@ -78,7 +77,7 @@ def layer_pick(candidates: Sequence[Candidate], budget: int, *, last: bool) -> l
     then of the next one, ...; other kinds (k) only when the q/v candidates run out."""
 
     def order(c: Candidate) -> tuple[int, int, int]:
-        return (0 if c.kind in DEFAULT_KINDS else 1, -c.layer if last else c.layer, _kind_order(c.kind))
+        return (0 if c.kind in PEFT_DEFAULT_KINDS else 1, -c.layer if last else c.layer, _kind_order(c.kind))
 
     return sorted(candidates, key=order)[:budget]
 
@@ -91,7 +90,7 @@ def kappa_pick(kappa_order: Sequence[str], candidates: Sequence[Candidate], budg
 
 def default_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     """PEFT's usual placement among ``candidates``: query and value (GPT-2: c_attn) in every layer."""
-    return [c for c in candidates if c.kind in DEFAULT_KINDS]
+    return [c for c in candidates if c.kind in PEFT_DEFAULT_KINDS]
 
 
 def rerankings(result: SelectionResult, names: Sequence[str]) -> dict[str, SelectionResult]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from peft import LoraConfig
 
-from ..candidates import discover_candidates
+from ..candidates import PEFT_DEFAULT_KINDS, discover_candidates
 from ..diagnostics.linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve, linearity_curve
 from ..diagnostics.stability import StabilityReport, format_stability
 from ..errors import InvalidConfigError, NTKSelectError
@@ -32,7 +32,6 @@ from ..tables import format_number, format_table
 from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
 
 logger = logging.getLogger("peft_ntk_select")
-DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and value (GPT-2: the fused c_attn)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -188,7 +187,7 @@ def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
 
 def default_placement(result: SelectionResult) -> RankedSubset | None:
     """PEFT's usual placement (query and value in every layer) scored on the same kernels, if all are candidates."""
-    modules = [c.name for c in result.candidates if c.kind in DEFAULT_KINDS]
+    modules = [c.name for c in result.candidates if c.kind in PEFT_DEFAULT_KINDS]
     return result.score(modules) if modules else None
 
 
