@@ -9,6 +9,7 @@ import pytest
 from peft import LoraConfig, get_peft_model
 
 import peft_ntk_select.kernels.compute as compute_module
+from benchmarks.compare_picks.main import build_parser as compare_picks_parser
 from peft_ntk_select import (
     Budget,
     NTKSelector,
@@ -103,9 +104,9 @@ def test_every_entry_point_has_the_same_default_objective():
     defaults = {
         "NTKSelector": inspect.signature(NTKSelector).parameters["objective"].default,
         "rank_subsets": inspect.signature(rank_subsets).parameters["objective"].default,
-        "RankingSettings": RankingSettings().objective,
-        "SelectionResult.from_kernels": RankingSettings().objective,
+        "RankingSettings (SelectionResult.from_kernels' default settings)": RankingSettings().objective,
         "CLI": build_parser().parse_args(["select"]).objective,
+        "compare_picks": compare_picks_parser().parse_args([]).objective,
     }
     assert set(defaults.values()) == {DEFAULT_OBJECTIVE}, defaults
 
