@@ -304,7 +304,11 @@ def test_parameter_and_structured_spaces_reach_the_result(kw, space):
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
 def test_all_linear_candidates_give_configs_peft_adapts_exactly(family):
-    model, result = select(family, kinds="all-linear", budget=3)
+    model = make_model(family)
+    before = model_snapshot(model)
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    result = NTKSelector(model, config, kinds="all-linear", budget=3, show_progress=False).select(make_batch())
+    assert model_snapshot(model) == before
     assert {c.kind for c in result.candidates} >= {"o", "up", "down"}
     for entry in result.ranking[:5]:
         peft_model = get_peft_model(copy.deepcopy(model), result.config_for(entry.modules))

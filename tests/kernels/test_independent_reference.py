@@ -20,7 +20,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import compute_kernels, discover_candidates
-from tests.helpers import CAUSAL_LMS, PAD, VOCAB, make_model
+from tests.helpers import CAUSAL_LMS, PAD, VOCAB, make_model, model_snapshot
 
 LENGTHS = (7, 5, 3, 6)  # ragged, right-padded to T = 7
 ENGINES = ("func", "hooks", "reference")
@@ -198,7 +198,9 @@ def test_adam_kernel_equals_per_sample_autograd_with_signs(mode, family, engine)
     config = lora_config("plain", family)
     candidates = discover_candidates(model, rank=config.r, kinds="all-linear")
     names = [c.name for c in candidates]
+    before = model_snapshot(model)
     base, contributions, adapter_init = library_kernels(model, batch, candidates, config, engine, mode, "adam")
+    assert model_snapshot(model) == before  # the user's model is left as it was
     base_ref, contributions_ref, _ = reference_kernels(model, batch, names, config, adapter_init, mode, kernel="adam")
     for name, s, s_ref in zip(names, contributions, contributions_ref, strict=True):
         assert_kernel_close(s, s_ref, f"Adam S of {name}")
