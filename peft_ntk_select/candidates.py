@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -42,7 +42,8 @@ PEFT_DEFAULT_KINDS = ("q", "v", "qkv")  # PEFT's usual placement: query and valu
 class Candidate:
     """A module that could receive LoRA.
 
-    ``num_params`` is the LoRA parameter count r * (in_features + out_features) at the config's rank;
+    ``num_params`` is the LoRA parameter count r * (in_features + out_features) at its rank: ``rank`` for a
+    rank option (rank allocation, ``rank_options``), else the config's rank for the module (``rank`` None);
     ``fan_in_fan_out`` marks a ``Conv1D`` (weight stored as (in, out), as GPT-2's ``c_attn``).
     """
 
@@ -53,6 +54,7 @@ class Candidate:
     out_features: int
     num_params: int
     fan_in_fan_out: bool = False
+    rank: int | None = None
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int] | None:
@@ -156,6 +158,29 @@ def discover_candidates(
             "that filter; widen kinds/layers or pass modules=[full module names]"
         )
     return candidates
+
+
+def rank_options(candidates: Sequence[Candidate], ranks: Iterable[int]) -> list[Candidate]:
+    """Rank allocation: each candidate module once per rank of ``ranks`` (ascending), with that rank and its
+    parameter count; a search space then takes at most one option per module (``ParamBudget.from_candidates``)."""
+    chosen = check_ranks(ranks)
+    return [
+        replace(candidate, rank=rank, num_params=rank * (candidate.in_features + candidate.out_features))
+        for candidate in candidates
+        for rank in chosen
+    ]
+
+
+def check_ranks(ranks: Iterable[int]) -> tuple[int, ...]:
+    """``ranks`` as distinct ascending integers >= 1, or ``InvalidConfigError`` saying what to pass."""
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
+        raise InvalidConfigError(f"ranks={ranks!r} must be a list of LoRA ranks, e.g. ranks=(4, 8, 16)")
+    values = tuple(ranks)
+    if not values or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in values):
+        raise InvalidConfigError(f"ranks={ranks!r} must be a nonempty list of integers >= 1, e.g. ranks=(4, 8, 16)")
+    if len(set(values)) < len(values):
+        raise InvalidConfigError(f"ranks={ranks!r} lists a rank twice: list each rank once")
+    return tuple(sorted(values))
 
 
 def placement_params(model: nn.Module, kinds: Iterable[str] | str, rank: int) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
+from .kernels.lora_init import candidate_rank, option_a
 from .report import plot_report, spectrum_rows
 from .search import OBJECTIVES, Budget, Certificate, ScoredSubset, objective_values, score_subsets
 from .settings import RankingSettings
@@ -40,22 +42,30 @@ class RankedSubset:
     risk_upper: float | None = None
     accuracy: float | None = None
     score: float | None = None
+    ranks: dict[str, int] | None = None
 
 
-def ranked(entry: ScoredSubset, candidates: Sequence[Candidate]) -> RankedSubset:
-    """A scored subset of candidate indices as a ranked subset of module names with its parameter count."""
+def ranked(entry: ScoredSubset, candidates: Sequence[Candidate], config: LoraConfig) -> RankedSubset:
+    """A scored subset of candidate indices as a ranked subset of module names with its parameter count and
+    the LoRA rank of each module (``ranks``)."""
+    chosen = [candidates[i] for i in entry.indices]
     return RankedSubset(
-        modules=tuple(candidates[i].name for i in entry.indices),
-        num_params=sum(candidates[i].num_params for i in entry.indices),
+        modules=tuple(c.name for c in chosen),
+        num_params=sum(c.num_params for c in chosen),
+        ranks={c.name: candidate_rank(config, c) for c in chosen},
         **{key: value for key, value in asdict(entry).items() if key != "indices"},
     )
 
 
 def config_with_targets(config: LoraConfig, candidates: Sequence[Candidate]) -> LoraConfig:
-    """A copy of ``config`` targeting exactly these candidates by full module name (the user's is untouched)."""
+    """A copy of ``config`` targeting exactly these candidates by full module name (the user's is untouched);
+    with rank options (rank allocation), ``rank_pattern`` gives each its rank, keyed by its escaped full name
+    so that it matches that module alone."""
     picked = copy.deepcopy(config)
     picked.target_modules = {candidate.name for candidate in candidates}
     picked.fan_in_fan_out = any(candidate.fan_in_fan_out for candidate in candidates)
+    if any(candidate.rank is not None for candidate in candidates):
+        picked.rank_pattern = {re.escape(c.name): candidate_rank(config, c) for c in candidates}
     return picked
 
 
@@ -158,7 +168,7 @@ class SelectionResult:
         space, found = settings.rank(contributions, base_kernel, candidates, targets)
         best = [candidates[i] for i in found.ranking[0].indices]
         return cls(
-            candidates=list(candidates), ranking=[ranked(entry, candidates) for entry in found.ranking],
+            candidates=list(candidates), ranking=[ranked(entry, candidates, lora_config) for entry in found.ranking],
             lora_config=config_with_targets(lora_config, best), base_kernel=base_kernel.double(),
             contributions=contributions.double(), adapter_init=dict(adapter_init or {}), settings=settings,
             targets=targets, space=space.describe(), certificate=found.certificate,
@@ -194,9 +204,10 @@ class SelectionResult:
             targets=self.targets, adapter_init=self.adapter_init, **metadata,
         )  # fmt: skip
 
-    def score(self, modules: Sequence[str]) -> RankedSubset:
-        """Spectral ratio, spectrum, risk and objective score of any set of candidates (e.g. PEFT's default)."""
-        indices = self._indices(modules)
+    def score(self, modules: Sequence[str], ranks: Mapping[str, int] | None = None) -> RankedSubset:
+        """Spectral ratio, spectrum, risk and objective score of any set of candidates (e.g. PEFT's default);
+        ``ranks``: module -> rank, needed where the candidates offer several ranks per module (rank allocation)."""
+        indices = self._indices(modules, ranks)
         entry = score_subsets(
             self.contributions, self.base_kernel, torch.tensor([indices]), sigma=self.sigma, targets=self.targets
         )[0]
@@ -204,18 +215,35 @@ class SelectionResult:
             self.contributions, self.base_kernel, [tuple(indices)], OBJECTIVES[self.objective], sigma=self.sigma,
             targets=self.targets,
         )  # fmt: skip
-        return ranked(replace(entry, score=float(value[0])), self.candidates)
+        return ranked(replace(entry, score=float(value[0])), self.candidates, self.lora_config)
 
-    def _indices(self, modules: Sequence[str]) -> list[int]:
-        position = {candidate.name: i for i, candidate in enumerate(self.candidates)}
-        unknown = [name for name in modules if name not in position]
+    def _indices(self, modules: Sequence[str], ranks: Mapping[str, int] | None = None) -> list[int]:
+        """Candidate indices of ``modules`` (at ``ranks`` where a module has several rank options)."""
+        options: dict[str, dict[int, int]] = {}
+        for i, candidate in enumerate(self.candidates):
+            options.setdefault(candidate.name, {})[candidate_rank(self.lora_config, candidate)] = i
+        unknown = [name for name in modules if name not in options]
         if unknown:
             raise InvalidConfigError(f"modules {unknown} are not candidates of this result")
-        return [position[name] for name in modules]
+        if len(set(modules)) < len(modules):
+            raise InvalidConfigError(f"modules {list(modules)} name a module twice: name each module once")
+        indices = []
+        for name in modules:
+            by_rank = options[name]
+            if ranks is None and len(by_rank) == 1:
+                indices.append(next(iter(by_rank.values())))
+            elif ranks is not None and ranks.get(name) in by_rank:
+                indices.append(by_rank[ranks[name]])
+            else:
+                raise InvalidConfigError(
+                    f"{name} is a candidate at ranks {sorted(by_rank)}: pass ranks={{module: rank}} with one of them"
+                )
+        return indices
 
-    def config_for(self, modules: Sequence[str]) -> LoraConfig:
-        """A ``LoraConfig`` like ``lora_config`` but targeting ``modules`` (names of candidates)."""
-        return config_with_targets(self.lora_config, [self.candidates[i] for i in self._indices(modules)])
+    def config_for(self, modules: Sequence[str], ranks: Mapping[str, int] | None = None) -> LoraConfig:
+        """A ``LoraConfig`` like ``lora_config`` but targeting ``modules`` (names of candidates; ``ranks``: module ->
+        rank where they offer several, as ``score``)."""
+        return config_with_targets(self.lora_config, [self.candidates[i] for i in self._indices(modules, ranks)])
 
     def apply_init(self, peft_model: nn.Module, adapter_name: str = "default") -> None:
         """Copy the lora_A at which the kernels were taken (and B = 0) into a model built from this config.
@@ -236,12 +264,13 @@ class SelectionResult:
                 if adapter_name not in layer.lora_A:
                     raise InvalidConfigError(f"{name} has no adapter {adapter_name!r}: pass adapter_name=")
                 a_weight, b_weight = layer.lora_A[adapter_name].weight, layer.lora_B[adapter_name].weight
-                if a_weight.shape != self.adapter_init[name].shape:
+                drawn = self.adapter_init[name]  # (R, in): a smaller rank's A is its first rows (option_a)
+                if a_weight.shape[1:] != drawn.shape[1:] or a_weight.shape[0] > drawn.shape[0]:
                     raise InvalidConfigError(
                         f"{name}: lora_A has shape {tuple(a_weight.shape)}, the kernels used "
-                        f"{tuple(self.adapter_init[name].shape)}: build the model from result.lora_config"
+                        f"{tuple(drawn.shape)}: build the model from result.lora_config"
                     )
-                a_weight.copy_(self.adapter_init[name])
+                a_weight.copy_(option_a(drawn, self.lora_config, a_weight.shape[0]))
                 b_weight.zero_()
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,10 +362,13 @@ class SelectionResult:
         ``NTKSelector.stability``) and ``linearity`` (from ``linearity_curve``), their panels too. Needs matplotlib.
         """
         short = {c.name: f"L{c.layer}.{c.kind}" for c in self.candidates}
-        picks = [tuple(self._indices(entry.modules)) for entry in self.ranking[:top]]
+        options = any(c.rank is not None for c in self.candidates)
+        picks = [tuple(self._indices(entry.modules, entry.ranks if options else None)) for entry in self.ranking[:top]]
         labels = [
-            f"#{rank} " + " ".join(short[m] for m in entry.modules) for rank, entry in enumerate(self.ranking[:top])
-        ]
+            f"#{rank} " + " ".join(short[m] + (f"@{entry.ranks[m]}" if options and entry.ranks else "")
+                                   for m in entry.modules)
+            for rank, entry in enumerate(self.ranking[:top])
+        ]  # fmt: skip
         return plot_report(
             self.base_kernel, self.contributions, picks, labels, [entry.ratio for entry in self.ranking], path,
             table=spectrum_rows(self.ranking[:top], labels), stability=stability, linearity=linearity,

@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .candidates import Candidate, discover_candidates, placement_params
+from .candidates import Candidate, discover_candidates, placement_params, rank_options
 from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
 from .inputs import prepare_samples
@@ -120,6 +120,11 @@ class NTKSelector:
             checkpointing's input hooks), then ``hooks``; the same kernels either way.
         output_mode: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
+        ranks: rank allocation, e.g. ``(4, 8, 16)``: each candidate module may get one of these ranks or none,
+            within ``param_budget`` (required). Each rank's kernel is taken at an A drawn at that rank (the first
+            rows of the module's draw at the largest) with the scale PEFT applies there (alpha / r, or
+            alpha / sqrt(r) with rsLoRA); the pick's ``lora_config`` carries a ``rank_pattern`` and every ranked
+            entry its ``ranks``. None: every module at the config's rank.
         device: where to compute (the model is moved there and back); None: where the model is.
         max_memory: cap on what the kernel pass adds beyond the model's weights, in bytes or as "8GB";
             samples per forward pass and candidates per pass are planned to stay under it (``memory``; the
@@ -158,6 +163,7 @@ class NTKSelector:
         kinds: Iterable[str] | None = None,
         layers: Iterable[int] | None = None,
         modules: Sequence[str] | None = None,
+        ranks: Sequence[int] | None = None,
         device: str | torch.device | None = None,
         show_progress: bool = True,
         chunk_size: int = 8,
@@ -178,7 +184,7 @@ class NTKSelector:
         self.kernel_settings = KernelSettings(
             num_samples=num_samples, seed=seed, init_seed=init_seed, kernel=kernel, base=base, head=head,
             engine=engine, output_mode=output_mode or default_output(model), kinds=kinds, layers=layers,
-            modules=modules, chunk_size=chunk_size, max_memory=max_memory, dtype=dtype, device=device,
+            modules=modules, ranks=ranks, chunk_size=chunk_size, max_memory=max_memory, dtype=dtype, device=device,
             show_progress=show_progress,
         )  # fmt: skip
         self.ranking_settings = RankingSettings(
@@ -195,6 +201,9 @@ class NTKSelector:
             layers=self.kernel_settings.layers,
             modules=self.kernel_settings.modules,
         )
+        if self.kernel_settings.ranks is not None:
+            check_rank_allocation(lora_config, self.ranking_settings)
+            self.candidates = rank_options(self.candidates, self.kernel_settings.ranks)
         self.space = self.ranking_settings.space_for(self.candidates)
 
     def select(self, data: Any) -> SelectionResult:
@@ -302,6 +311,20 @@ class NTKSelector:
             return None
         num_labels = int(getattr(getattr(self.model, "config", None), "num_labels", 1) or 1)
         return regression_targets(labels, num_labels, signed=self.kernel_settings.output_mode == "margin")
+
+
+def check_rank_allocation(lora_config: LoraConfig, ranking: RankingSettings) -> None:
+    """Typed errors for ``ranks=`` without a parameter budget, or beside a ``rank_pattern`` of the user's."""
+    if ranking.param_budget is None:
+        raise InvalidConfigError(
+            "ranks= allocates ranks within a parameter budget: pass param_budget= too, e.g. "
+            "param_budget=('q', 'v') (the LoRA parameters of PEFT's default placement)"
+        )
+    if lora_config.rank_pattern:
+        raise InvalidConfigError(
+            "ranks= chooses each module's rank, but lora_config has a rank_pattern: drop one of them "
+            "(the pick's lora_config carries the chosen ranks as its rank_pattern)"
+        )
 
 
 def find_ntk_target_modules(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .candidates import ALL_LINEAR
+from .candidates import ALL_LINEAR, check_ranks
 from .errors import InvalidConfigError
 from .kernels.compute import validate_engine, validate_kernel
 from .kernels.head import HEADS
@@ -72,6 +72,7 @@ class KernelSettings:
     kinds: tuple[str, ...] | None = None
     layers: tuple[int, ...] | None = None
     modules: tuple[str, ...] | None = None
+    ranks: tuple[int, ...] | None = None
     chunk_size: int = 8
     max_memory: int | None = None
     dtype: torch.dtype | None = None
@@ -97,6 +98,8 @@ class KernelSettings:
                 object.__setattr__(self, name, _as_tuple(name, value))
         if self.max_memory is not None:
             object.__setattr__(self, "max_memory", parse_memory(self.max_memory))
+        if self.ranks is not None:
+            object.__setattr__(self, "ranks", check_ranks(self.ranks))
 
     @property
     def adapter_seed(self) -> int:

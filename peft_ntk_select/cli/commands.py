@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--param-budget", type=_param_budget, default=None, help="instead of --budget: every subset "
                         "whose LoRA parameters sum to at most this; or kinds, e.g. q,v: the parameters of those kinds "
                         "in every layer at --r (PEFT's default placement)")  # fmt: skip
+    select.add_argument("--ranks", type=_int_list, default=None, help="rank allocation within --param-budget: each "
+                        "candidate module gets one of these ranks or none, e.g. 4,8,16")  # fmt: skip
     select.add_argument("--layers-per-pick", type=int, default=None, help="instead of --budget: the paper's "
                         "structured space, this many layers with one of --kind-sets")  # fmt: skip
     select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "
@@ -178,17 +180,34 @@ def _short(result: SelectionResult) -> dict[str, str]:
     return {c.name: f"L{c.layer}.{c.kind}" for c in result.candidates}
 
 
-def _row(label: str, entry: RankedSubset, short: dict[str, str]) -> list[str]:
+def _allocates_ranks(result: SelectionResult) -> bool:
+    return any(c.rank is not None for c in result.candidates)
+
+
+def _names(entry: RankedSubset, short: dict[str, str], with_ranks: bool) -> str:
+    """``L0.q L1.v``, or with rank allocation ``L0.q@4 L1.v@8``."""
+    return " ".join(short[m] + (f"@{entry.ranks[m]}" if with_ranks and entry.ranks else "") for m in entry.modules)
+
+
+def _row(label: str, entry: RankedSubset, short: dict[str, str], with_ranks: bool = False) -> list[str]:
     number = format_number
-    return [label, " ".join(short[m] for m in entry.modules), f"{entry.ratio - 1:.4e}", number(entry.lambda_min),
+    return [label, _names(entry, short, with_ranks), f"{entry.ratio - 1:.4e}", number(entry.lambda_min),
             number(entry.lambda_max, ".6g"), number(entry.kappa), number(entry.risk), number(entry.risk_lower),
             number(entry.risk_upper), number(entry.accuracy, ".3f"), f"{entry.num_params:,}"]  # fmt: skip
 
 
 def default_placement(result: SelectionResult) -> RankedSubset | None:
-    """PEFT's usual placement (query and value in every layer) scored on the same kernels, if all are candidates."""
-    modules = [c.name for c in result.candidates if c.kind in PEFT_DEFAULT_KINDS]
-    return result.score(modules) if modules else None
+    """PEFT's usual placement (query and value in every layer at the config's r) scored on the same kernels, if all
+    are candidates (with rank allocation: if r is among the ranks offered)."""
+    modules = list(dict.fromkeys(c.name for c in result.candidates if c.kind in PEFT_DEFAULT_KINDS))
+    if not modules:
+        return None
+    if not _allocates_ranks(result):
+        return result.score(modules)
+    offered = {c.rank for c in result.candidates}
+    return (
+        result.score(modules, dict.fromkeys(modules, result.lora_config.r)) if result.lora_config.r in offered else None
+    )
 
 
 def _certificate_line(result: SelectionResult) -> str:
@@ -207,8 +226,8 @@ def _certificate_line(result: SelectionResult) -> str:
 
 def report_text(result: SelectionResult, top: int) -> str:
     """The ranking table (top subsets, then the default placement) and how to read it."""
-    short = _short(result)
-    rows = [_row(f"#{rank}", entry, short) for rank, entry in enumerate(result.ranking[:top])]
+    short, with_ranks = _short(result), _allocates_ranks(result)
+    rows = [_row(f"#{rank}", entry, short, with_ranks) for rank, entry in enumerate(result.ranking[:top])]
     baseline = default_placement(result)
     if baseline is not None:
         rows.append(_row("default", RankedSubset(**{**asdict(baseline), "modules": ()}), short))
@@ -226,7 +245,9 @@ def report_text(result: SelectionResult, top: int) -> str:
     lines.append("ratio = lambda_max(K + S_C + sigma I) / lambda_max(K + sigma I); kappa = (lambda_max + sigma) / "
                  "(lambda_min + sigma); risk = kernel-ridge training risk, bounds = Theorem 1 (without 1/n); "
                  "LOO acc = leave-one-out kernel-regression accuracy on the samples")  # fmt: skip
-    lines.append(f"picked: {', '.join(result.ranking[0].modules)}")
+    best = result.ranking[0]
+    picked = [f"{m} (r={best.ranks[m]})" if with_ranks and best.ranks else m for m in best.modules]
+    lines.append(f"picked: {', '.join(picked)}")
     return "\n".join(lines)
 
 
@@ -279,7 +300,7 @@ def run_select(args: argparse.Namespace) -> None:
         kind_sets=args.kind_sets, search=args.search, top=None if args.search in ("auto", "exhaustive") else args.top,
         num_samples=args.num_samples, sigma=args.sigma, seed=args.seed, engine=args.engine,
         output_mode=args.output_mode, kinds=args.kinds, layers=args.layers, device=args.device,
-        init_seed=args.init_seed, kernel=args.kernel,
+        init_seed=args.init_seed, kernel=args.kernel, ranks=args.ranks,
         head=args.head, objective=args.objective, base=args.base, max_memory=args.max_memory,
     )  # fmt: skip
     result = selector.select(data)

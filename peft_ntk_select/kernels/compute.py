@@ -18,9 +18,9 @@ from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device, untraceable_reason
 from .func import jacobians as func_jacobians
 from .hooks import jacobians as hooks_jacobians
-from .lora_init import draw_adapter_init, module_scale, validate_lora_config
+from .lora_init import candidate_options, draw_adapter_init, lora_probes, validate_lora_config
 from .outputs import default_output, is_token_level, validate_output
-from .probes import LoraProbe, Probe, gram, sign_gram
+from .probes import Probe, gram, option_features, sign_gram
 from .reference import jacobians as reference_jacobians
 
 if TYPE_CHECKING:
@@ -172,11 +172,11 @@ def kernel_pass(
                 memory_budget=memory_budget,
             )  # fmt: skip
     else:
-        lora: dict[str, Probe] = {c.name: LoraProbe(adapter_init[c.name], module_scale(lora_config, c.name),
-                                                    c.out_features) for c in candidates}  # fmt: skip
+        lora: dict[str, Probe] = dict(lora_probes(candidates, lora_config, adapter_init))
+        options = candidate_options(candidates, lora_config, adapter_init)
         product = sign_gram if kernel == "adam" else gram
-        base_kernel, contributions = lora_kernels(model, batch, base, lora, engine, output, chunk_size, progress,
-                                                  candidate_passes, product)  # fmt: skip
+        base_kernel, contributions = lora_kernels(model, batch, base, lora, options, engine, output, chunk_size,
+                                                  progress, candidate_passes, product)  # fmt: skip
     broadcast_kernels(base_kernel, contributions)
     check_finite(base_kernel, contributions, candidates, model)
     return base_kernel.cpu(), contributions.cpu(), adapter_init
@@ -187,6 +187,7 @@ def lora_kernels(
     batch: dict[str, torch.Tensor],
     base: dict[str, Probe],
     lora: dict[str, Probe],
+    options: Sequence[tuple[str, int, int, float]],
     engine: str,
     output: str,
     chunk_size: int,
@@ -194,28 +195,31 @@ def lora_kernels(
     candidate_passes: Sequence[Sequence[int]] | None = None,
     product: Callable[[torch.Tensor], torch.Tensor] = gram,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """K (n, n) from the ``base`` probes and S (L, n, n) from the ``lora`` probes (in their order), float64.
+    """K (n, n) from the ``base`` probes and S (L, n, n), one per candidate of ``options``, float64.
 
+    ``lora``: the LoRA probes by module name; ``options``: per candidate, (probe name, the probe's rank R, the
+    candidate's rank r, factor), see ``lora_init.candidate_options`` (r = R and factor 1 without rank allocation).
     ``product``: features (n, c, P) -> kernel (n, n): ``gram`` (the SGD kernel) or ``sign_gram`` (Adam's).
 
-    ``candidate_passes``: indices into ``lora`` per engine pass (the base probes ride with the first), so that
-    only one pass's features are held at a time; None: one pass. Under several processes each rank runs the
+    ``candidate_passes``: candidate indices per engine pass (the base probes ride with the first), so that only
+    one pass's features are held at a time; None: one pass. Under several processes each rank runs the
     engine on its shard of the samples and the features are gathered, so every rank forms all n x n kernels.
     """
     n = batch["input_ids"].shape[0]
     run = sharded(ENGINES[engine])
-    names = list(lora)
     base_kernel = torch.zeros(n, n, dtype=torch.float64, device=batch["input_ids"].device)
-    contributions = torch.zeros(len(names), n, n, dtype=torch.float64, device=base_kernel.device)
-    for number, group in enumerate(candidate_passes or [range(len(names))]):
-        probes = {**(base if number == 0 else {}), **{names[i]: lora[names[i]] for i in group}}
+    contributions = torch.zeros(len(options), n, n, dtype=torch.float64, device=base_kernel.device)
+    for number, group in enumerate(candidate_passes or [range(len(options))]):
+        modules = dict.fromkeys(options[i][0] for i in group)
+        probes = {**(base if number == 0 else {}), **{name: lora[name] for name in modules}}
         with evaluation_mode(model):
             features = run(model, batch, probes, output, chunk_size=chunk_size, progress=progress)
         if number == 0:
             for name in base:
                 base_kernel += product(features.pop(name))
         for i in group:
-            contributions[i] = product(features.pop(names[i]))
+            name, drawn_rank, rank, factor = options[i]
+            contributions[i] = product(option_features(features[name], drawn_rank, rank, factor))
     return base_kernel, contributions
 
 

@@ -243,14 +243,16 @@ def expected_kernels(
         if number == 0:
             for name in base:
                 base_kernel += gram(features.pop(name))
-        tokens = [c.name for c in members if plan[c.name] == "tokens"]
+        tokens = list(dict.fromkeys(c.name for c in members if plan[c.name] == "tokens"))
         inputs = module_inputs(model, batch, tokens, unpadded=unpadded_inputs, dtype=probe_dtype) if tokens else {}
+        blocks: dict[str, torch.Tensor] = {}  # K_W of each module once, shared by its rank options
         for i, c in zip(group, members, strict=True):
-            grads = features.pop(c.name)
-            if plan[c.name] == "weight":
-                block = gram(grads)
-            else:
-                grads = grads.reshape(n, shape["outputs"], length, c.out_features)
-                block = token_gram(inputs.pop(c.name), grads, memory_budget=memory_budget)
-            contributions[i] = expected_factor(config, c.name, c.in_features) * block
+            if c.name not in blocks:
+                grads = features.pop(c.name)
+                if plan[c.name] == "weight":
+                    blocks[c.name] = gram(grads)
+                else:
+                    grads = grads.reshape(n, shape["outputs"], length, c.out_features)
+                    blocks[c.name] = token_gram(inputs.pop(c.name), grads, memory_budget=memory_budget)
+            contributions[i] = expected_factor(config, c.name, c.in_features, c.rank) * blocks[c.name]
     return base_kernel, contributions

@@ -16,6 +16,7 @@ from peft import LoraConfig
 from peft.utils.other import get_pattern_key
 
 from ..errors import InvalidConfigError
+from .probes import LoraProbe
 
 if TYPE_CHECKING:
     from ..candidates import Candidate
@@ -56,42 +57,94 @@ def module_rank(config: LoraConfig, name: str) -> int:
     return int((config.rank_pattern or {}).get(key, config.r))
 
 
-def module_scale(config: LoraConfig, name: str) -> float:
-    """LoRA scale s PEFT gives module ``name``: alpha / r, or alpha / sqrt(r) with ``use_rslora``."""
+def candidate_rank(config: LoraConfig, candidate: Candidate) -> int:
+    """The rank of a candidate: its own for a rank option (``Candidate.rank``), else the config's for its module."""
+    return candidate.rank if candidate.rank is not None else module_rank(config, candidate.name)
+
+
+def module_scale(config: LoraConfig, name: str, rank: int | None = None) -> float:
+    """LoRA scale s PEFT gives module ``name`` at ``rank`` (None: the config's rank for it): alpha / r, or
+    alpha / sqrt(r) with ``use_rslora``."""
     key = get_pattern_key(list(config.alpha_pattern or {}), name)
     alpha = float((config.alpha_pattern or {}).get(key, config.lora_alpha))
-    r = module_rank(config, name)
+    r = rank or module_rank(config, name)
     return alpha / math.sqrt(r) if config.use_rslora else alpha / r
 
 
-def a_variance(config: LoraConfig, name: str, in_features: int) -> float:
-    """Var(A_ij) of PEFT's draw (``draw_adapter_init``): 1/(3 in_features) for the kaiming-uniform default
-    U(-1/sqrt(in), 1/sqrt(in)), 1/r^2 for ``"gaussian"``."""
+def a_variance(config: LoraConfig, name: str, in_features: int, rank: int | None = None) -> float:
+    """Var(A_ij) of PEFT's draw at ``rank`` (None: the config's rank for the module): 1/(3 in_features) for the
+    kaiming-uniform default U(-1/sqrt(in), 1/sqrt(in)), 1/r^2 for ``"gaussian"``."""
     if config.init_lora_weights == "gaussian":
-        return 1.0 / module_rank(config, name) ** 2
+        return 1.0 / (rank or module_rank(config, name)) ** 2
     return 1.0 / (3.0 * in_features)
 
 
-def expected_factor(config: LoraConfig, name: str, in_features: int) -> float:
-    """s^2 r Var(A_ij): E_A[S_l] = expected_factor * K_W, since A has iid zero-mean entries and
-    E_A[<A x, A x'>] = r Var(A_ij) <x, x'>."""
-    return module_scale(config, name) ** 2 * module_rank(config, name) * a_variance(config, name, in_features)
+def expected_factor(config: LoraConfig, name: str, in_features: int, rank: int | None = None) -> float:
+    """s^2 r Var(A_ij) at ``rank`` (None: the config's): E_A[S_l] = expected_factor * K_W, since A has iid
+    zero-mean entries and E_A[<A x, A x'>] = r Var(A_ij) <x, x'>."""
+    r = rank or module_rank(config, name)
+    return module_scale(config, name, r) ** 2 * r * a_variance(config, name, in_features, r)
 
 
 def draw_adapter_init(candidates: Sequence[Candidate], config: LoraConfig, seed: int) -> dict[str, torch.Tensor]:
-    """Draw lora_A for every candidate as PEFT's init does.
+    """Draw lora_A for every candidate module as PEFT's init does, in module order.
 
     ``init_lora_weights=True``: kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in));
-    ``"gaussian"``: N(0, 1/r^2). Returns {candidate name: A (r, in_features) float32}.
+    ``"gaussian"``: N(0, 1/r^2). A module with several rank options (rank allocation) is drawn once, at its
+    largest rank R; the A of a smaller rank r is then its first r rows (``option_a``), itself a draw at r.
+    Returns {module name: A (R, in_features) float32}.
     """
-    generator = torch.Generator().manual_seed(seed)
-    adapter_init = {}
+    drawn_rank: dict[str, int] = {}
     for candidate in candidates:
-        r = module_rank(config, candidate.name)
+        drawn_rank[candidate.name] = max(drawn_rank.get(candidate.name, 0), candidate_rank(config, candidate))
+    generator = torch.Generator().manual_seed(seed)
+    features = {candidate.name: candidate.in_features for candidate in candidates}
+    adapter_init = {}
+    for name, r in drawn_rank.items():
         if config.init_lora_weights == "gaussian":
-            a = torch.randn(r, candidate.in_features, generator=generator) / r
+            a = torch.randn(r, features[name], generator=generator) / r
         else:
-            bound = 1.0 / math.sqrt(candidate.in_features)
-            a = (torch.rand(r, candidate.in_features, generator=generator) * 2 - 1) * bound
-        adapter_init[candidate.name] = a
+            bound = 1.0 / math.sqrt(features[name])
+            a = (torch.rand(r, features[name], generator=generator) * 2 - 1) * bound
+        adapter_init[name] = a
     return adapter_init
+
+
+def option_a(a: torch.Tensor, config: LoraConfig, rank: int) -> torch.Tensor:
+    """The lora_A (rank, in) of a rank-``rank`` adapter from a module's draw ``a`` (R, in) at R >= rank: its first
+    rows, rescaled to the init's spread at ``rank`` (``"gaussian"``: N(0, 1/r^2); kaiming-uniform: unchanged)."""
+    if config.init_lora_weights == "gaussian":
+        return a[:rank] * (a.shape[0] / rank)
+    return a[:rank]
+
+
+def option_factor(config: LoraConfig, name: str, rank: int, drawn_rank: int) -> float:
+    """B-gradient features of a rank-``rank`` option from those of the module's probe at ``drawn_rank``: the first
+    ``rank`` columns of B times s(rank) std(rank) / (s(R) std(R)) (``option_a`` and the scale PEFT applies)."""
+    if rank == drawn_rank:
+        return 1.0
+    spread = 1.0 if config.init_lora_weights != "gaussian" else drawn_rank / rank
+    return module_scale(config, name, rank) / module_scale(config, name, drawn_rank) * spread
+
+
+def lora_probes(
+    candidates: Sequence[Candidate], config: LoraConfig, adapter_init: dict[str, torch.Tensor]
+) -> dict[str, LoraProbe]:
+    """One LoRA probe per candidate module, at its drawn A (R, in) and the scale PEFT applies at R."""
+    out_features = {candidate.name: candidate.out_features for candidate in candidates}
+    return {
+        name: LoraProbe(a, module_scale(config, name, a.shape[0]), out_features[name])
+        for name, a in adapter_init.items()
+    }
+
+
+def candidate_options(
+    candidates: Sequence[Candidate], config: LoraConfig, adapter_init: dict[str, torch.Tensor]
+) -> list[tuple[str, int, int, float]]:
+    """Per candidate: (module probe name, drawn rank R, its rank r, ``option_factor``), which turn the features of
+    the module's probe into the candidate's (``probes.option_features``)."""
+    options = []
+    for candidate in candidates:
+        drawn, rank = adapter_init[candidate.name].shape[0], candidate_rank(config, candidate)
+        options.append((candidate.name, drawn, rank, option_factor(config, candidate.name, rank, drawn)))
+    return options

@@ -39,9 +39,9 @@ from .forward import (
     model_dtype_device,
     model_inputs,
 )
-from .lora_init import draw_adapter_init, module_scale
+from .lora_init import draw_adapter_init, lora_probes
 from .outputs import sample_outputs
-from .probes import LoraProbe, Probe, attached, probe_zeros
+from .probes import Probe, attached, probe_zeros
 
 if TYPE_CHECKING:
     from ..candidates import Candidate
@@ -164,7 +164,7 @@ def plan_memory(
     n, length = batch["input_ids"].shape
     base = base_probes(model, lora_config, exclude=[c.name for c in candidates])
     init = draw_adapter_init(candidates, lora_config, seed=0)  # sizes only: any draw measures the same
-    lora = {c.name: LoraProbe(init[c.name], module_scale(lora_config, c.name), c.out_features) for c in candidates}
+    lora: dict[str, Probe] = dict(lora_probes(candidates, lora_config, init))
     longest = int(batch["attention_mask"].sum(-1).argmax())
     sample = {key: value[longest : longest + 1].to(device) for key, value in batch.items()}
     activations, outputs = measure_sample(model, sample, {**base, **lora}, output)

@@ -104,6 +104,16 @@ class TokenProbe:
 Probe = LoraProbe | LinearProbe | TokenProbe
 
 
+def option_features(features: torch.Tensor, drawn_rank: int, rank: int, factor: float) -> torch.Tensor:
+    """Features (..., out * rank) of a rank-``rank`` LoRA from those (..., out * R) of a ``LoraProbe`` at
+    R = ``drawn_rank`` whose A holds the smaller A in its first rows: B's first ``rank`` columns, times
+    ``factor`` (the ratio of scales and A spreads, ``lora_init.option_factor``); unchanged when rank = R."""
+    if rank == drawn_rank and factor == 1.0:
+        return features
+    lead = features.shape[:-1]
+    return features.reshape(*lead, -1, drawn_rank)[..., :rank].reshape(*lead, -1) * factor
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Kernel from per-sample features (n, c, P): K_ij = sum_a <F_ia, F_ja>, (n, n) float64."""
     f = features.double()

@@ -23,14 +23,19 @@ if TYPE_CHECKING:
 
 
 def _grow(problem: BlockProblem, states: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Each state plus one more block that fits the capacity, as sorted block positions, in sorted order."""
+    """Each state plus one more block that fits the capacity, of a group it lacks, as sorted block positions, in
+    sorted order."""
     weights = problem.weights or (0,) * len(problem.blocks)
+    groups = problem.groups or tuple(range(len(problem.blocks)))
     capacity = math.inf if problem.capacity is None else problem.capacity
     children = set()
     for chosen in states:
         room = capacity - sum(weights[b] for b in chosen)
+        taken = {groups[b] for b in chosen}
         children.update(
-            tuple(sorted((*chosen, b))) for b in range(len(problem.blocks)) if b not in chosen and weights[b] <= room
+            tuple(sorted((*chosen, b)))
+            for b in range(len(problem.blocks))
+            if groups[b] not in taken and weights[b] <= room
         )
     return sorted(children)
 

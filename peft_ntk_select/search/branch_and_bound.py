@@ -105,7 +105,7 @@ class _Lower(_BestFirst):
         size = len(chosen) + 1
         need = max(problem.min_blocks - size, 0)  # blocks a child still needs to be admissible
         positions = problem.next_positions(chosen, weight, need)
-        allowed = problem.completions(positions, weight)
+        allowed = problem.completions(positions, weight, chosen)
         # Screen with the parent's vector u: child j and its completions have lambda_max >= this.
         partial = problem.partial(self.base_kernel, chosen)
         forms = quadratic_forms(vector[None], problem.flat)[0].clamp(min=0.0)
@@ -163,7 +163,7 @@ class _Upper(_BestFirst):
         self._pool_children(index, chosen, positions, values[:, -1])
         if size >= problem.max_blocks:
             return
-        allowed = problem.completions(positions, weight)
+        allowed = problem.completions(positions, weight, chosen)
         bounds = completion_upper_bounds(values, vectors[:, :, -1], problem, self.tops[index], allowed,
                                          problem.max_blocks - size)  # fmt: skip
         limit = self.pool.threshold()

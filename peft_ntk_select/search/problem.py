@@ -28,6 +28,13 @@ class Problem:
     min_blocks: int
     max_blocks: int
     single: torch.Tensor  # lambda_max(A + G_b) (B,)
+    groups: torch.Tensor  # (B,) long: at most one block per group
+
+    def free(self, chosen: tuple[int, ...]) -> torch.Tensor:
+        """(B,) bool: blocks whose group none of ``chosen`` holds."""
+        if not chosen:
+            return torch.ones(len(self.blocks), dtype=torch.bool)
+        return ~torch.isin(self.groups, self.groups[list(chosen)])
 
     def union(self, positions: Iterable[int]) -> tuple[int, ...]:
         """The candidate indices of the blocks at ``positions``, sorted."""
@@ -38,16 +45,19 @@ class Problem:
         return base_kernel + self.kernels[list(chosen)].sum(0) if chosen else base_kernel
 
     def next_positions(self, chosen: tuple[int, ...], weight: float, need: int) -> torch.Tensor:
-        """Blocks after the last of ``chosen`` that fit the remaining capacity and leave ``need`` more after them."""
+        """Blocks after the last of ``chosen``, of a group ``chosen`` lacks, that fit the remaining capacity and
+        leave ``need`` more after them."""
         positions = torch.arange(chosen[-1] + 1 if chosen else 0, len(self.blocks))
-        fits = self.weights[positions] <= self.capacity - weight
+        fits = (self.weights[positions] <= self.capacity - weight) & self.free(chosen)[positions]
         return positions[fits & (len(self.blocks) - 1 - positions >= need)]
 
-    def completions(self, positions: torch.Tensor, weight: float) -> torch.Tensor:
-        """Which blocks may still follow each child at ``positions`` (C, B): later ones that fit its capacity."""
+    def completions(self, positions: torch.Tensor, weight: float, chosen: tuple[int, ...] = ()) -> torch.Tensor:
+        """Which blocks may still follow each child ``chosen`` + one of ``positions`` (C, B): later ones that fit
+        its capacity, of a group the child lacks."""
         later = torch.arange(len(self.blocks))[None, :] > positions[:, None]
         room = self.capacity - weight - self.weights[positions][:, None]
-        return later & (self.weights[None, :] <= room)
+        other_group = self.groups[None, :] != self.groups[positions][:, None]
+        return later & (self.weights[None, :] <= room) & other_group & self.free(chosen)[None, :]
 
 
 def prepare(problem: BlockProblem, contributions: torch.Tensor, base_kernel: torch.Tensor) -> Problem:
@@ -62,6 +72,7 @@ def prepare(problem: BlockProblem, contributions: torch.Tensor, base_kernel: tor
     single = extreme_eigenvalues(base_kernel + kernels)[1]
     order = sorted(range(len(problem.blocks)), key=lambda b: (float(single[b]), b))
     index = torch.tensor(order, dtype=torch.long)
+    groups = torch.tensor([problem.groups[b] if problem.groups is not None else b for b in order], dtype=torch.long)
     weights = torch.zeros(len(order), dtype=torch.float64)
     if problem.weights is not None:
         weights = torch.tensor([float(problem.weights[b]) for b in order], dtype=torch.float64)
@@ -74,6 +85,7 @@ def prepare(problem: BlockProblem, contributions: torch.Tensor, base_kernel: tor
         min_blocks=problem.min_blocks,
         max_blocks=min(problem.max_blocks, len(order)),
         single=single[index],
+        groups=groups,
     )
 
 

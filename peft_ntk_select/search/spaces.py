@@ -4,8 +4,9 @@ Every S_l is PSD, so the spectral ratio never drops when a candidate is added an
 argmin is the empty set: the search needs a constraint. Three kinds, as plain frozen dataclasses:
 
 - ``Budget(k)``: exactly k candidates (``exact=False``: between 1 and k).
-- ``ParamBudget(max_params, num_params)``: nonempty subsets whose LoRA parameter counts sum to at most
-  ``max_params`` (with grouped-query attention W_k/W_v have fewer parameters than W_q).
+- ``ParamBudget(max_params, num_params, groups)``: nonempty subsets whose LoRA parameter counts sum to at
+  most ``max_params`` (with grouped-query attention W_k/W_v have fewer parameters than W_q); with ``groups``,
+  at most one candidate per group (rank allocation: the rank options of one module form a group).
 - ``Structured(layers_per_pick, kind_sets, layer_of, kind_of, exclude)``: ``layers_per_pick`` layers
   times one kind set, as in the paper's tables ("W_q and W_v in layers {0, 5, 11}").
 
@@ -42,8 +43,9 @@ class InvalidSpaceError(InvalidConfigError):
 @dataclass(frozen=True)
 class BlockProblem:
     """Choose between ``min_blocks`` and ``max_blocks`` of ``blocks`` (each a tuple of candidate indices)
-    whose ``weights`` sum to at most ``capacity`` (no weight limit when ``weights`` is None); the subset
-    picked is the union of the chosen blocks. Unions that are empty are not admissible.
+    whose ``weights`` sum to at most ``capacity`` (no weight limit when ``weights`` is None), at most one
+    block per group (``groups``: a group id per block; None: every block its own group); the subset picked
+    is the union of the chosen blocks. Unions that are empty are not admissible.
     """
 
     blocks: tuple[tuple[int, ...], ...]
@@ -51,6 +53,7 @@ class BlockProblem:
     max_blocks: int
     weights: tuple[int, ...] | None = None
     capacity: int | None = None
+    groups: tuple[int, ...] | None = None
 
 
 @runtime_checkable
@@ -158,13 +161,16 @@ class Budget:
 
 @dataclass(frozen=True)
 class ParamBudget:
-    """Nonempty subsets whose LoRA parameter counts sum to at most ``max_params``.
+    """Nonempty subsets whose LoRA parameter counts sum to at most ``max_params``, at most one per group.
 
     ``num_params``: one count per candidate (``Candidate.num_params``; ``from_candidates`` reads them).
+    ``groups``: one group id per candidate, or None (no two alike); candidates of one group exclude each
+    other, e.g. the rank options of one module under rank allocation (``candidates.rank_options``).
     """
 
     max_params: int
     num_params: tuple[int, ...] = field(repr=False)
+    groups: tuple[int, ...] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         limit = _positive_int(self.max_params, "ParamBudget", "max_params", "the LoRA parameters allowed in total")
@@ -182,14 +188,30 @@ class ParamBudget:
                 "parameter count r * (in_features + out_features) of each candidate"
             )
         object.__setattr__(self, "num_params", tuple(operator.index(count) for count in counts))
+        if self.groups is not None:
+            groups = tuple(self.groups) if isinstance(self.groups, Iterable) else ()
+            if len(groups) != len(counts) or not all(is_integer(group) for group in groups):
+                raise InvalidSpaceError(
+                    f"ParamBudget(groups=...) must give one integer group id per candidate ({len(counts)}), "
+                    "e.g. the index of each candidate's module"
+                )
+            object.__setattr__(self, "groups", tuple(operator.index(group) for group in groups))
 
     @classmethod
     def from_candidates(cls, max_params: int, candidates: Sequence[Any]) -> ParamBudget:
-        """The budget over ``candidates`` (anything with ``num_params``, e.g. ``Candidate``)."""
-        return cls(max_params, tuple(candidate.num_params for candidate in candidates))
+        """The budget over ``candidates`` (anything with ``num_params`` and ``name``, e.g. ``Candidate``); the
+        candidates of one module name (rank options) form a group."""
+        names = [candidate.name for candidate in candidates]
+        first = {name: names.index(name) for name in dict.fromkeys(names)}
+        groups = tuple(first[name] for name in names) if len(first) < len(names) else None
+        return cls(max_params, tuple(candidate.num_params for candidate in candidates), groups)
 
     def describe(self) -> str:
-        return f"ParamBudget(max_params={self.max_params:,})"
+        per_group = ", one candidate per module" if self.groups is not None else ""
+        return f"ParamBudget(max_params={self.max_params:,}{per_group})"
+
+    def _group_of(self, num_candidates: int) -> tuple[int, ...]:
+        return self.groups if self.groups is not None else tuple(range(num_candidates))
 
     def check(self, num_candidates: int) -> None:
         _check_count(self.describe(), len(self.num_params), num_candidates, "parameter counts")
@@ -204,44 +226,55 @@ class ParamBudget:
         indices = _indices(subset, num_candidates)
         if indices is None or not indices or len(self.num_params) != num_candidates:
             return False
-        return sum(self.num_params[i] for i in indices) <= self.max_params
+        group = self._group_of(num_candidates)
+        distinct = len({group[i] for i in indices}) == len(indices)
+        return distinct and sum(self.num_params[i] for i in indices) <= self.max_params
 
     def extendable(self, subset: Iterable[int], num_candidates: int) -> bool:
         indices = _indices(subset, num_candidates)
         if indices is None or len(self.num_params) != num_candidates:
             return False
         room = self.max_params - sum(self.num_params[i] for i in indices)
-        chosen = set(indices)
-        return any(count <= room for i, count in enumerate(self.num_params) if i not in chosen)
+        group = self._group_of(num_candidates)
+        taken = {group[i] for i in indices}
+        if len(taken) < len(indices):
+            return False
+        return any(count <= room for i, count in enumerate(self.num_params) if group[i] not in taken)
 
     def subsets(self, num_candidates: int) -> Iterator[tuple[int, ...]]:
         """Lexicographic (depth first: (0,), (0, 1), (0, 1, 2), ...)."""
-        counts = self.num_params
+        counts, group = self.num_params, self._group_of(num_candidates)
 
-        def extend(prefix: tuple[int, ...], start: int, room: int) -> Iterator[tuple[int, ...]]:
+        def extend(prefix: tuple[int, ...], start: int, room: int, taken: frozenset[int]) -> Iterator[tuple[int, ...]]:
             for i in range(start, num_candidates):
-                if counts[i] <= room:
+                if counts[i] <= room and group[i] not in taken:
                     subset = (*prefix, i)
                     yield subset
-                    yield from extend(subset, i + 1, room - counts[i])
+                    yield from extend(subset, i + 1, room - counts[i], taken | {group[i]})
 
-        yield from extend((), 0, self.max_params)
+        yield from extend((), 0, self.max_params, frozenset())
 
     def size(self, num_candidates: int) -> int:
-        """Counted by dynamic programming over parameter totals (exact below 2**53 subsets)."""
+        """Counted by dynamic programming over parameter totals, one group at a time (exact below 2**53)."""
         divisor = math.gcd(*self.num_params) if self.num_params else 1
         weights = [count // divisor for count in self.num_params]
         capacity = min(self.max_params // divisor, sum(weights))
         ways = np.zeros(capacity + 1, dtype=np.int64 if num_candidates < 62 else np.float64)
         ways[0] = 1
-        for weight in weights:
-            if weight <= capacity:
-                ways[weight:] = ways[weight:] + ways[: capacity + 1 - weight]
+        members: dict[int, list[int]] = {}
+        for i, group in enumerate(self._group_of(num_candidates)):
+            members.setdefault(group, []).append(weights[i])
+        for group_weights in members.values():
+            grown = ways.copy()
+            for weight in group_weights:
+                if weight <= capacity:
+                    grown[weight:] += ways[: capacity + 1 - weight]
+            ways = grown
         return int(ways.sum()) - 1
 
     def blocks(self, num_candidates: int) -> tuple[BlockProblem, ...]:
         singletons = tuple((i,) for i in range(num_candidates))
-        return (BlockProblem(singletons, 1, num_candidates, self.num_params, self.max_params),)
+        return (BlockProblem(singletons, 1, num_candidates, self.num_params, self.max_params, self.groups),)
 
 
 def _kind_set(kinds: object) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ OPTIONS = ["--model", "--data", "--text-column", "--text-pair-column", "--label-
            "--kinds", "--layers", "--sigma", "--engine", "--output-mode", "--seed", "--device", "--output", "--json",
            "--debug", "--r", "--lora-alpha", "--max-length", "--top", "--param-budget", "--layers-per-pick",
            "--kind-sets", "--search", "--init-seed", "--kernel", "--head", "--stability", "--linearity", "--objective",
-           "--base", "--max-memory"]  # fmt: skip
+           "--base", "--max-memory", "--ranks"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +235,13 @@ def test_param_budget_option_takes_a_placement(capsys, model_dir, csv_file):
     # the tiny BERT of model_dir: 2 layers, q and v of 16 -> 16 at r = 8: 2 x 2 x 8 x 32 = 1,024
     assert status == 0 and summary["space"] == "ParamBudget(max_params=1,024)"
     assert all(entry["num_params"] <= 1024 for entry in summary["ranking"])
+
+
+def test_ranks_option_allocates_one_rank_per_module(capsys, model_dir, csv_file):
+    status, stdout, _ = run(capsys, "--model", model_dir, "--data", csv_file, "--text-column", "review",
+                            "--label-column", "sentiment", "--num-samples", 4, "--kinds", "all-linear",
+                            "--param-budget", "q,v", "--ranks", "4,8,16")  # fmt: skip
+    assert status == 0 and "one candidate per module" in stdout
+    picked = stdout.strip().splitlines()[-1]
+    assert picked.startswith("picked: ") and "(r=" in picked
+    assert any(line.startswith("default ") for line in stdout.splitlines())  # q, v at r = 8, one of the ranks

@@ -20,6 +20,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import compute_kernels, discover_candidates
+from peft_ntk_select.candidates import rank_options
 from tests.helpers import CAUSAL_LMS, PAD, VOCAB, make_model, model_snapshot
 
 LENGTHS = (7, 5, 3, 6)  # ragged, right-padded to T = 7
@@ -209,3 +210,51 @@ def test_adam_kernel_equals_per_sample_autograd_with_signs(mode, family, engine)
         assert torch.equal(base, torch.zeros_like(base))
     else:
         assert_kernel_close(base, base_ref, "Adam K")
+
+
+RANK_CASES = [(kernel, family, init) for kernel in ("lora", "adam") for family in ("bert", "llama", "gpt2")
+              for init in ("plain", "gaussian", "rslora")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kernel", "family", "init"), RANK_CASES, ids=["-".join(case) for case in RANK_CASES])
+def test_rank_options_equal_per_sample_autograd_at_each_rank(kernel, family, init):
+    """Rank allocation: the kernel of module l at rank r is that of a PEFT model built at rank r, whose A is the
+    first r rows of the module's draw at the largest rank (gaussian: rescaled to N(0, 1/r^2)), scale alpha / r
+    (rsLoRA: alpha / sqrt(r))."""
+    model = make_model(family)
+    batch = ragged_batch(labels=True)
+    config = lora_config("rslora" if init == "rslora" else "plain", family)
+    if init == "gaussian":
+        config.init_lora_weights = "gaussian"
+    ranks = (1, 2, 3)
+    plain = discover_candidates(model, rank=config.r, kinds="all-linear")
+    options = rank_options(plain, ranks)
+    _, contributions, adapter_init = compute_kernels(model, batch, options, config, engine="func",
+                                                     output_mode="margin", seed=0, kernel=kernel)  # fmt: skip
+    assert {name: a.shape[0] for name, a in adapter_init.items()} == {c.name: 3 for c in plain}
+    names = [c.name for c in plain]
+    for rank in ranks:
+        at_rank = copy.deepcopy(config)
+        at_rank.r = rank
+        spread = 3 / rank if init == "gaussian" else 1.0  # N(0, 1/9) rows -> N(0, 1/rank^2)
+        first_rows = {name: adapter_init[name][:rank].double() * spread for name in names}
+        _, expected, _ = reference_kernels(model, batch, names, at_rank, first_rows, "margin", kernel=kernel)
+        for name, s_ref in zip(names, expected, strict=True):
+            (i,) = [i for i, c in enumerate(options) if c.name == name and c.rank == rank]
+            assert_kernel_close(contributions[i], s_ref, f"S of {name} at rank {rank}")
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_expected_kernel_of_a_rank_option_is_that_of_the_config_at_that_rank(family):
+    model = make_model(family)
+    batch = ragged_batch(labels=True)
+    config = lora_config("plain", family)
+    plain = discover_candidates(model, rank=config.r, kinds="all-linear")
+    _, options, _ = compute_kernels(model, batch, rank_options(plain, (1, 4)), config, output_mode="margin",
+                                    kernel="expected")  # fmt: skip
+    for rank in (1, 4):
+        at_rank = copy.deepcopy(config)
+        at_rank.r = rank
+        _, direct, _ = compute_kernels(model, batch, plain, at_rank, output_mode="margin", kernel="expected")
+        picked = [i for i, c in enumerate(rank_options(plain, (1, 4))) if c.rank == rank]
+        torch.testing.assert_close(options[picked], direct, rtol=1e-10, atol=0.0)

@@ -66,17 +66,22 @@ def structured_spaces(draw: st.DrawFn, num_candidates: int) -> Structured:
 @st.composite
 def search_spaces(draw: st.DrawFn, num_candidates: int, max_size: int = 400) -> Budget | ParamBudget | Structured:
     """Any kind of space over ``num_candidates`` candidates with at most ``max_size`` admissible subsets."""
-    kind = draw(st.sampled_from(["budget", "at_most", "params", "structured"]))
+    kind = draw(st.sampled_from(["budget", "at_most", "params", "ranks", "structured"]))
     sizes = range(1, num_candidates + 1)
     if kind == "budget":
         return Budget(draw(st.sampled_from([k for k in sizes if Budget(k).size(num_candidates) <= max_size])))
     if kind == "at_most":
         fits = [k for k in sizes if Budget(k, exact=False).size(num_candidates) <= max_size]
         return Budget(draw(st.sampled_from(fits)), exact=False)
-    if kind == "params":
+    if kind in ("params", "ranks"):
         counts = draw(st.lists(st.integers(1, 4), min_size=num_candidates, max_size=num_candidates))
+        # rank options: consecutive candidates of one module (1 to 3 each) exclude each other
+        groups = None
+        if kind == "ranks":
+            sizes_of = draw(st.lists(st.integers(1, 3), min_size=num_candidates, max_size=num_candidates))
+            groups = tuple(module for module, size in enumerate(sizes_of) for _ in range(size))[:num_candidates]
         limit = min(counts)
-        while limit < sum(counts) and ParamBudget(limit + 1, counts).size(num_candidates) <= max_size:
+        while limit < sum(counts) and ParamBudget(limit + 1, counts, groups).size(num_candidates) <= max_size:
             limit += 1
-        return ParamBudget(draw(st.integers(min(counts), limit)), counts)
+        return ParamBudget(draw(st.integers(min(counts), limit)), counts, groups)
     return draw(structured_spaces(num_candidates))

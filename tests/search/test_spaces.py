@@ -30,7 +30,11 @@ def by_definition(space, num_candidates: int) -> set[tuple[int, ...]]:
         sizes = {space.k} if space.exact else set(range(1, space.k + 1))
         return {subset for subset in powerset(num_candidates) if len(subset) in sizes}
     if isinstance(space, ParamBudget):
-        return {s for s in powerset(num_candidates) if s and sum(space.num_params[i] for i in s) <= space.max_params}
+        group = space.groups or tuple(range(num_candidates))
+        return {
+            s for s in powerset(num_candidates)
+            if s and sum(space.num_params[i] for i in s) <= space.max_params and len({group[i] for i in s}) == len(s)
+        }  # fmt: skip
     picks = set()
     layers = sorted({space.layer_of[i] for i in range(num_candidates) if i not in space.exclude})
     for kinds in space.kind_sets:
@@ -49,11 +53,13 @@ def union_of_blocks(space, num_candidates: int) -> set[tuple[int, ...]]:
     subsets = set()
     for problem in space.blocks(num_candidates):
         weights = problem.weights or (0,) * len(problem.blocks)
+        groups = problem.groups or tuple(range(len(problem.blocks)))
         limit = math.inf if problem.capacity is None else problem.capacity
         for size in range(problem.min_blocks, problem.max_blocks + 1):
             for chosen in itertools.combinations(range(len(problem.blocks)), size):
                 union = tuple(sorted(i for b in chosen for i in problem.blocks[b]))
-                if union and sum(weights[b] for b in chosen) <= limit:
+                one_per_group = len({groups[b] for b in chosen}) == len(chosen)
+                if union and sum(weights[b] for b in chosen) <= limit and one_per_group:
                     subsets.add(union)
     return subsets
 
@@ -179,8 +185,21 @@ def test_param_budget_size_counts_grouped_query_attention_shapes():
 
 
 def test_param_budget_from_candidates_reads_their_counts():
-    candidates = [SimpleNamespace(num_params=n) for n in (4, 2, 2)]
+    candidates = [SimpleNamespace(name=name, num_params=n) for name, n in zip("abc", (4, 2, 2), strict=True)]
     assert ParamBudget.from_candidates(5, candidates) == ParamBudget(5, (4, 2, 2))
+
+
+def test_param_budget_from_rank_options_groups_each_module():
+    options = [SimpleNamespace(name=name, num_params=n) for name, n in (("a", 2), ("a", 4), ("b", 2), ("b", 4))]
+    space = ParamBudget.from_candidates(6, options)
+    assert space.groups == (0, 0, 2, 2)
+    assert sorted(space.subsets(4)) == [(0,), (0, 2), (0, 3), (1,), (1, 2), (2,), (3,)]
+    assert space.size(4) == 7 and not space.admits((0, 1), 4) and "one candidate per module" in space.describe()
+
+
+def test_param_budget_rejects_groups_of_another_length():
+    with pytest.raises(InvalidSpaceError, match="one integer group id per candidate"):
+        ParamBudget(10, [1, 2, 3], groups=(0, 0))
 
 
 def test_param_budget_rejects_counts_for_other_candidates():
