@@ -68,6 +68,9 @@ def train_subset(
     eval_data: Sequence[Mapping[str, Any]],
     tokenizer: Any,
     settings: TrainSettings,
+    *,
+    prepare: Callable[[nn.Module], None] | None = None,
+    also_evaluate: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune one placement with one seed and evaluate it on ``eval_data``.
 
@@ -76,6 +79,11 @@ def train_subset(
     AdamW, linear schedule with ``settings.warmup`` warm-up, no checkpoints. Returns ``steps``,
     ``train_loss`` (mean over all steps), ``final_train_loss`` (mean over the last 10 % of steps),
     ``eval_loss``, ``eval_accuracy``, ``trainable_params``, ``train_seconds``, ``eval_seconds``.
+
+    ``prepare``: called with the model to train (the PeftModel, or the head-only classifier) before training,
+    e.g. a data-driven LoRA init such as PEFT's EVA, or a check of its LoRA parameters. ``also_evaluate``:
+    more evaluation splits by name, e.g. ``{"test": rows}``; each adds ``<name>_loss`` and ``<name>_accuracy``
+    (their time counts in ``eval_seconds``).
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -83,6 +91,8 @@ def train_subset(
     set_seed(seed)
     model, _ = load_classifier(model_source, num_labels, seed=seed)
     model = freeze_all_but_head(model) if config is None else get_peft_model(model, copy.deepcopy(config))
+    if prepare is not None:
+        prepare(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with tempfile.TemporaryDirectory() as workdir:
         args = TrainingArguments(
@@ -103,9 +113,13 @@ def train_subset(
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         metrics = trainer.evaluate()
+        for name, data in (also_evaluate or {}).items():
+            metrics.update(trainer.evaluate(eval_dataset=data, metric_key_prefix=name))
         eval_seconds = time.perf_counter() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     tail = losses[-max(1, math.ceil(FINAL_LOSS_FRACTION * len(losses))) :] if losses else [float("nan")]
+    extra = {f"{name}_{metric}": float(metrics[f"{name}_{metric}"])
+             for name in also_evaluate or {} for metric in ("loss", "accuracy")}  # fmt: skip
     return {
         "steps": output.global_step,
         "train_loss": float(output.training_loss),
@@ -115,11 +129,19 @@ def train_subset(
         "trainable_params": trainable,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
+        **extra,
     }
 
 
-def read_runs(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``runs.csv`` with numbers parsed (empty list when the file does not exist)."""
+INT_FIELDS = ("seed", "lora_params", "trainable_params", "steps")
+FLOAT_FIELDS = ("train_loss", "final_train_loss", "eval_loss", "eval_accuracy", "train_seconds", "eval_seconds")
+
+
+def read_runs(
+    path: Path, int_fields: Sequence[str] = INT_FIELDS, float_fields: Sequence[str] = FLOAT_FIELDS
+) -> list[dict[str, Any]]:
+    """Rows of ``runs.csv`` with the numbers of ``int_fields`` and ``float_fields`` parsed (empty list when
+    the file does not exist); a line cut short by an interruption is skipped with a warning."""
     if not path.is_file():
         return []
     with path.open(newline="", encoding="utf-8") as handle:
@@ -127,10 +149,9 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
     rows = []
     for row in raw:
         try:
-            for name in ("seed", "lora_params", "trainable_params", "steps"):
+            for name in int_fields:
                 row[name] = int(row[name])
-            for name in ("train_loss", "final_train_loss", "eval_loss", "eval_accuracy", "train_seconds",
-                         "eval_seconds"):  # fmt: skip
+            for name in float_fields:
                 row[name] = float(row[name])
         except (TypeError, ValueError):  # a line cut short by an interruption: that run is done again
             logger.warning("skipping an incomplete line of %s: %s", path, row)
@@ -139,17 +160,17 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def append_run(path: Path, row: Mapping[str, Any]) -> None:
-    """Append one run to ``runs.csv`` (header first when new) and flush it to disk."""
+def append_run(path: Path, row: Mapping[str, Any], fields: Sequence[str] = RUN_FIELDS) -> None:
+    """Append one run to ``runs.csv`` (its ``fields``, header first when new) and flush it to disk."""
     new = not path.is_file() or path.stat().st_size == 0
     cut = not new and not path.read_bytes().endswith(b"\n")  # the last write was interrupted
     with path.open("a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RUN_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         if new:
             writer.writeheader()
         if cut:
             handle.write("\r\n")
-        writer.writerow({name: row[name] for name in RUN_FIELDS})
+        writer.writerow({name: row[name] for name in fields})
         handle.flush()
 
 

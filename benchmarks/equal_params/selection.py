@@ -1,0 +1,150 @@
+"""The selector's arms (``pick:*``) and PEFT's KappaTune order, computed once and cached in the output folder.
+
+Each ``pick:<name>`` runs ``NTKSelector`` over the parameter-budget space of the budget (every nonempty subset
+of its candidates whose LoRA parameters fit) on the training examples, and trains ``result.lora_config``.
+Results are saved in ``selection_<name>_<budget>/`` (``SelectionResult.save``), their times and what the
+search proved in ``selection.json``, next to KappaTune's module order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from peft_ntk_select import NTKSelector, SelectionResult
+from peft_ntk_select.candidates import ALL_LINEAR
+from peft_ntk_select.errors import InvalidConfigError
+
+from ..compare_picks.choosing import BenchmarkError
+from .arms import budget_slug
+
+logger = logging.getLogger("equal_params")
+
+RECORD = "selection.json"
+UNAVAILABLE = "not available in this version of the library"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A selector arm: candidate ``kinds`` (None: the selector's default q/k/v), ``kernel``, whether each module
+    also gets a rank (``ranks`` r/4, r/2, r, 2r), and whether it needs a library feature that may be missing."""
+
+    name: str
+    kinds: str | None
+    kernel: str
+    ranked: bool = False
+    new_feature: bool = False
+
+    def keywords(self, r: int) -> dict[str, Any]:
+        """``NTKSelector`` keywords of this arm besides the shared ones."""
+        found: dict[str, Any] = {"kinds": self.kinds, "kernel": self.kernel}
+        if self.ranked:
+            found["ranks"] = tuple(sorted({rank for rank in (r // 4, r // 2, r, 2 * r) if rank >= 1}))
+        return found
+
+
+PICKS: dict[str, Pick] = {
+    pick.name: pick
+    for pick in (
+        Pick("pick:lora", ALL_LINEAR, "lora"),
+        Pick("pick:expected", ALL_LINEAR, "expected"),
+        Pick("pick:attention", None, "lora"),
+        Pick("pick:adam", ALL_LINEAR, "adam", new_feature=True),
+        Pick("pick:ranks", ALL_LINEAR, "lora", ranked=True, new_feature=True),
+    )
+}
+
+
+class Selections:
+    """Cached selections and KappaTune order of one output folder; the model is loaded only when needed."""
+
+    def __init__(
+        self,
+        folder: Path,
+        load_model: Callable[[], nn.Module],
+        train: Sequence[Mapping[str, Any]],
+        *,
+        lora_config: Any,
+        num_samples: int = 32,
+        seed: int = 0,
+        time_limit: float = 120.0,
+        show_progress: bool = False,
+    ) -> None:
+        self.folder, self.load_model, self.train, self.lora_config = folder, load_model, train, lora_config
+        self.num_samples, self.seed, self.time_limit, self.show_progress = num_samples, seed, time_limit, show_progress
+        self.path = folder / RECORD
+        self.record: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def _save(self) -> None:
+        self.path.write_text(json.dumps(self.record, indent=1))
+
+    def kappa_order(self) -> list[str]:
+        """PEFT's ``find_kappa_target_modules(model, top_p=1.0)``: every linear module, best conditioned first."""
+        if "kappa_order" not in self.record:
+            from peft.helpers import find_kappa_target_modules
+
+            start = time.perf_counter()
+            found = find_kappa_target_modules(self.load_model(), top_p=1.0, show_progress=False)
+            self.record["kappa_seconds"] = time.perf_counter() - start
+            self.record["kappa_order"] = list(found["target_modules"])
+            self._save()
+        return list(self.record["kappa_order"])
+
+    def select(self, pick: Pick, budget: str, budget_params: int, *, explicit: bool) -> SelectionResult | None:
+        """The selection of ``pick`` at ``budget`` (cached). None, logged, when the pick needs a library feature
+        this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises."""
+        key = f"{pick.name}@{budget}"
+        folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
+        if key in self.record and (folder / "result.json").is_file():
+            return SelectionResult.load(folder)
+        model = self.load_model()
+        try:
+            selector = NTKSelector(model, self.lora_config, param_budget=int(budget_params),
+                                   num_samples=self.num_samples, seed=self.seed, objective="max_ratio",
+                                   search="auto", time_limit=self.time_limit, show_progress=self.show_progress,
+                                   **pick.keywords(self.lora_config.r))  # fmt: skip
+        except (InvalidConfigError, TypeError) as err:
+            if not pick.new_feature:
+                raise
+            if explicit:
+                raise BenchmarkError(f"{pick.name} was asked for but is {UNAVAILABLE}: {err}") from err
+            logger.warning("%s at %s skipped: %s (%s)", pick.name, budget, UNAVAILABLE, err)
+            return None
+        start = time.perf_counter()
+        result = selector.select(self.train)
+        seconds = time.perf_counter() - start
+        result.save(folder)
+        self.record[key] = describe_selection(result, seconds)
+        self._save()
+        logger.info("%s at %s: %s in %.1f s (exact: %s)", pick.name, budget, result.space, seconds,
+                    self.record[key]["exact"])  # fmt: skip
+        return result
+
+    def info(self, pick: str, budget: str) -> dict[str, Any] | None:
+        """What ``selection.json`` holds on ``pick`` at ``budget`` (time, search, exactness), if selected."""
+        return self.record.get(f"{pick}@{budget}")
+
+
+def describe_selection(result: SelectionResult, seconds: float) -> dict[str, Any]:
+    """Time, space, search and whether it proved the pick optimal (``result.certificate``)."""
+    certificate = result.certificate
+    return {
+        "seconds": seconds,
+        "space": result.space,
+        "candidates": len(result.candidates),
+        "search": None if certificate is None else certificate.search,
+        "exact": None if certificate is None else bool(certificate.optimal),
+        "stopped": None if certificate is None else certificate.stopped,
+        "gap": None if certificate is None else certificate.gap,
+        "nodes": None if certificate is None else certificate.nodes,
+        "space_size": None if certificate is None else certificate.space_size,
+        "top": list(result.ranking[0].modules),
+        "top_params": result.ranking[0].num_params,
+    }

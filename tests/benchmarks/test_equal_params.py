@@ -1,0 +1,309 @@
+"""benchmarks/equal_params/: uniform subsets within a budget, the arms, the protocol, and a smoke run that resumes."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import random
+from collections import Counter
+
+import pytest
+from peft import LoraConfig
+
+from benchmarks.compare_picks.choosing import BenchmarkError
+from benchmarks.equal_params import arms, main, report, running, sampling, selection, tasks
+from benchmarks.equal_params.skeleton import Skeleton, describe, lora_summary
+from peft_ntk_select.candidates import ALL_LINEAR, Candidate
+from peft_ntk_select.errors import InvalidConfigError
+
+# ------------------------------------------------------------------------------------- uniform sampling
+
+WEIGHTS = [2, 3, 3, 5, 1, 4]
+CAPACITY = 7
+
+
+def brute_force(weights, capacity):
+    """Every nonempty subset (sorted indices) whose weights sum to at most ``capacity``."""
+    everything = itertools.chain.from_iterable(
+        itertools.combinations(range(len(weights)), size) for size in range(1, len(weights) + 1)
+    )
+    return [list(subset) for subset in everything if sum(weights[i] for i in subset) <= capacity]
+
+
+def chi_square_threshold(df: int, z: float = 3.09) -> float:
+    """Wilson-Hilferty upper quantile of chi-square with ``df`` degrees of freedom (z = 3.09: p = 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_counting_and_unranking_enumerate_exactly_the_admissible_subsets():
+    admissible = brute_force(WEIGHTS, CAPACITY)
+    assert sampling.count_subsets(WEIGHTS, CAPACITY) == len(admissible)
+    small, room = sampling.reduced(WEIGHTS, CAPACITY)
+    counts = sampling.subset_counts(small, room)
+    unranked = [sampling.unrank(counts, small, room, index) for index in range(1, counts[0][room])]
+    assert sorted(unranked) == sorted(admissible)  # index 1..total is a bijection onto the space
+
+
+def test_draws_are_uniform_over_the_admissible_subsets_against_brute_force():
+    admissible = brute_force(WEIGHTS, CAPACITY)
+    generator = random.Random(0)
+    draws = 200 * len(admissible)
+    seen = Counter(tuple(sampling.sample_subset(WEIGHTS, CAPACITY, generator)) for _ in range(draws))
+    assert set(seen) == {tuple(subset) for subset in admissible}
+    expected = draws / len(admissible)
+    statistic = sum((seen[tuple(subset)] - expected) ** 2 / expected for subset in admissible)
+    assert statistic < chi_square_threshold(len(admissible) - 1)
+
+
+def test_the_gcd_of_the_weights_shrinks_the_table_but_not_the_space():
+    weights = [6144, 15360, 6144, 15360, 6144]  # MiniLM's attention and MLP modules at r = 8
+    assert sampling.reduced(weights, 18432) == ([2, 5, 2, 5, 2], 6)
+    assert sampling.count_subsets(weights, 18432) == len(brute_force(weights, 18432))
+    assert sampling.count_subsets(weights, 6143) == 0
+
+
+def test_distinct_draws_are_seeded_and_the_first_draws_do_not_depend_on_how_many_follow():
+    eight = sampling.sample_subsets(WEIGHTS, CAPACITY, 8, random.Random(3))
+    assert len({tuple(s) for s in eight}) == 8
+    assert sampling.sample_subsets(WEIGHTS, CAPACITY, 3, random.Random(3)) == eight[:3]
+    everything = sampling.sample_subsets(WEIGHTS, CAPACITY, 1000, random.Random(0))
+    assert len(everything) == len(brute_force(WEIGHTS, CAPACITY))  # never more than the space holds
+    with pytest.raises(ValueError, match="no nonempty subset"):
+        sampling.sample_subset([5, 6], 4, random.Random(0))
+
+
+# ------------------------------------------------------------------------------------------- the arms
+
+
+def candidate(name: str, params: int) -> Candidate:
+    return Candidate(name, 0, "q", 1, 1, params)
+
+
+def test_kappa_fills_the_budget_greedily_in_peft_order_skipping_what_does_not_fit():
+    pool = [candidate("a", 4), candidate("b", 5), candidate("c", 2), candidate("d", 3)]
+    order = ["classifier", "b", "a", "d", "c"]  # classifier: KappaTune ranks it, it is no candidate
+    assert [c.name for c in arms.kappa_fill(order, pool, 8)] == ["b", "d"]  # a (4) does not fit after b: skipped
+    assert [c.name for c in arms.kappa_fill(order, pool, 11)] == ["b", "a", "c"]
+    assert arms.kappa_fill(order, pool, 1) == []
+
+
+def test_uniform_rank_is_the_largest_rank_that_fits():
+    assert arms.uniform_rank(41_472, 73_728) == 1  # MiniLM: every linear module at rank 1 fits P
+    assert arms.uniform_rank(41_472, 18_432) == 0  # but not P/4
+    assert arms.uniform_rank(100, 299) == 2
+
+
+@pytest.fixture(scope="module")
+def skeleton(model_dir):
+    return Skeleton(str(model_dir), 2)
+
+
+def test_all_linear_takes_the_largest_uniform_rank_or_is_left_out_with_its_cost(skeleton):
+    # tiny BERT: 2 layers, hidden 16, MLP 32; per rank: 4 x (16 + 16) + 2 x (16 + 32) = 224 per layer
+    full = 2 * 2 * 8 * 32
+    at_p, notes = arms.fixed_arms(skeleton, "P", full, ["all_linear"], r=8, alpha=8)
+    assert notes == [] and at_p[0].modules.count("@2") == 12 and at_p[0].placement.lora_params == 2 * 448
+    at_quarter, notes = arms.fixed_arms(skeleton, "P/4", full // 4, ["all_linear"], r=8, alpha=8)
+    assert at_quarter == [] and "448" in notes[0] and "P/4:all_linear" in notes[0]
+
+
+def test_every_fixed_arm_is_within_its_budget_with_alpha_fixed(skeleton):
+    full = 1024
+    for budget, params in (("P", full), ("P/4", full // 4)):
+        planned, _ = arms.fixed_arms(skeleton, budget, params, list(arms.ARM_NAMES), r=8, alpha=8, n_random=4,
+                                     kappa_order=[c.name for c in skeleton.candidates(ALL_LINEAR, 8)])  # fmt: skip
+        names = [arm.name for arm in planned]
+        assert {"default", "kappa", "eva", "random:3"} <= set(names) and ("v_only" in names) == (budget == "P/4")
+        for arm in planned:
+            assert 0 < arm.placement.lora_params <= params
+            assert arm.placement.config.lora_alpha == 8
+        default = next(arm for arm in planned if arm.name == "default")
+        assert default.placement.lora_params == params  # q and v everywhere at r / divisor spend the whole budget
+        assert next(arm for arm in planned if arm.name == "eva").placement.config.init_lora_weights == "eva"
+
+
+def test_an_arm_over_its_budget_is_refused(skeleton):
+    config = LoraConfig(
+        r=8, lora_alpha=8, task_type="SEQ_CLS", target_modules=["bert.encoder.layer.0.attention.self.query"]
+    )
+    candidates = skeleton.candidates(ALL_LINEAR, 8)
+    assert lora_summary(skeleton, config, candidates, 8) == {"lora_params": 256, "modules": "L0.q"}
+    assert arms.make_arm(skeleton, "P/4", "x", config, 256, candidates, 8).placement.lora_params == 256
+    with pytest.raises(BenchmarkError, match="over its budget"):
+        arms.make_arm(skeleton, "P/4", "x", config, 255, candidates, 8)
+
+
+def test_a_trained_model_over_its_budget_raises_except_after_eva_which_is_recorded(skeleton, caplog):
+    config = LoraConfig(
+        r=8, lora_alpha=8, task_type="SEQ_CLS", target_modules=["bert.encoder.layer.0.attention.self.query"]
+    )
+    candidates = skeleton.candidates(ALL_LINEAR, 8)
+    arm = arms.make_arm(skeleton, "P/4", "x", config, 256, candidates, 8)
+    trainer = running.ArmTrainer("unused", None, None, candidates, 8, eva=lambda model, budget: None)
+    assert trainer.inspect(arm, skeleton.peft(config)) == {"lora_params": 256, "modules": "L0.q"}
+    arm.budget_params = 255  # as if EVA or a library change had moved ranks after planning
+    with pytest.raises(BenchmarkError, match="over its budget"):
+        trainer.inspect(arm, skeleton.peft(config))
+    arm.eva = True
+    with caplog.at_level("WARNING", logger="equal_params"):
+        assert trainer.inspect(arm, skeleton.peft(config))["lora_params"] == 256
+    assert "over the budget" in caplog.text
+
+
+def test_modules_are_short_names_with_the_rank_where_it_is_not_r(skeleton):
+    candidates = skeleton.candidates(ALL_LINEAR, 8)
+    names = {c.name: c for c in candidates}
+    ranks = {"bert.encoder.layer.1.attention.self.value": 4, "bert.encoder.layer.0.attention.self.query": 8}
+    assert set(ranks) <= set(names)
+    assert describe(ranks, candidates, 8) == "L0.q;L1.v@4"
+
+
+def test_a_missing_library_feature_skips_its_arm_unless_asked_for(tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise TypeError("NTKSelector.__init__() got an unexpected keyword argument 'ranks'")
+
+    monkeypatch.setattr(selection, "NTKSelector", missing)
+    found = selection.Selections(tmp_path, lambda: None, [], lora_config=LoraConfig(r=8))
+    assert found.select(selection.PICKS["pick:ranks"], "P", 100, explicit=False) is None
+    with pytest.raises(BenchmarkError, match="not available"):
+        found.select(selection.PICKS["pick:ranks"], "P", 100, explicit=True)
+    with pytest.raises(TypeError):  # an arm the library has always had: a real error, never skipped
+        found.select(selection.PICKS["pick:lora"], "P", 100, explicit=False)
+
+    def invalid(*args, **kwargs):
+        raise InvalidConfigError("unknown kernel 'adam'")
+
+    monkeypatch.setattr(selection, "NTKSelector", invalid)
+    assert found.select(selection.PICKS["pick:adam"], "P", 100, explicit=False) is None
+    assert selection.PICKS["pick:ranks"].keywords(8)["ranks"] == (2, 4, 8, 16)
+
+
+# -------------------------------------------------------------------------------------- data and protocol
+
+
+def test_splits_are_disjoint_and_the_test_split_shrinks_to_what_is_left(caplog):
+    train, val, test = tasks.split_indices(100, (50, 20, 30), seed=0)
+    assert (len(train), len(val), len(test)) == (50, 20, 30)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    assert tasks.split_indices(100, (50, 20, 30), seed=0) == (train, val, test)
+    with caplog.at_level("WARNING", logger="equal_params"):
+        assert len(tasks.split_indices(100, (50, 20, 600), seed=0)[2]) == 30
+    assert "lowered" in caplog.text
+    with pytest.raises(BenchmarkError, match="lower them"):
+        tasks.split_indices(100, (90, 20, 5), seed=0)
+
+
+def run(key, lr, seed, val_accuracy, val_loss=0.5):
+    return {"key": key, "lr": lr, "seed": seed, "val_accuracy": val_accuracy, "val_loss": val_loss}
+
+
+def test_the_learning_rate_is_seed_zeros_best_validation_accuracy_then_loss_then_the_smaller_rate():
+    lrs = [1e-3, 5e-3]
+    assert running.choose_lr([run("a", 1e-3, 0, 0.7), run("a", 5e-3, 0, 0.8)], lrs) == 5e-3
+    assert running.choose_lr([run("a", 1e-3, 0, 0.8, 0.4), run("a", 5e-3, 0, 0.8, 0.3)], lrs) == 5e-3
+    assert running.choose_lr([run("a", 1e-3, 0, 0.8), run("a", 5e-3, 0, 0.8)], lrs) == 1e-3
+    assert running.choose_lr([run("a", 1e-3, 0, 0.7), run("a", 5e-3, 1, 0.9)], lrs) == 1e-3  # seed 0 only
+    assert running.choose_lr([run("a", 1e-3, 0, 0.7), run("a", 1e-2, 0, 0.9)], lrs) == 1e-3  # among --lrs
+    assert running.choose_lr([], lrs) is None
+
+
+class FakeArm:
+    def __init__(self, key):
+        self.key = key
+
+
+def fake_trainer(calls):
+    def train(arm, lr, seed):
+        calls.append((arm.key, lr, seed))
+        accuracy = {("a", 1e-3): 0.9, ("a", 5e-3): 0.6, ("b", 1e-3): 0.6, ("b", 5e-3): 0.9}[(arm.key, lr)]
+        return {name: 0 for name in running.RUN_FIELDS} | {"key": arm.key, "budget": "P", "arm": arm.key, "lr": lr,
+                                                            "seed": seed, "budget_params": 1, "val_accuracy": accuracy,
+                                                            "test_accuracy": accuracy}  # fmt: skip
+
+    return train
+
+
+def test_seed_zero_runs_every_rate_of_every_arm_first_then_other_seeds_only_at_the_chosen_rate(tmp_path):
+    calls = []
+    path = tmp_path / "runs.csv"
+    rows = running.run_study([FakeArm("a"), FakeArm("b")], [1e-3, 5e-3], [1, 2], path, fake_trainer(calls), False)
+    assert calls[:4] == [("a", 1e-3, 0), ("a", 5e-3, 0), ("b", 1e-3, 0), ("b", 5e-3, 0)]
+    assert calls[4:] == [("a", 1e-3, 1), ("a", 1e-3, 2), ("b", 5e-3, 1), ("b", 5e-3, 2)]
+    assert len(rows) == 8
+    again = []
+    running.run_study([FakeArm("a"), FakeArm("b")], [1e-3, 5e-3], [1, 2], path, fake_trainer(again), False)
+    assert again == []  # resumed: nothing is trained twice
+    running.run_study([FakeArm("a"), FakeArm("b")], [1e-3, 5e-3], [1, 2, 3], path, fake_trainer(again), False)
+    assert again == [("a", 1e-3, 3), ("b", 5e-3, 3)]
+
+
+def test_the_report_pairs_each_arm_with_the_default_arm_and_takes_the_median_random_placement():
+    def rows(key, accuracies):
+        return [{"key": key, "budget": "P", "arm": key.split(":", 1)[1], "lr": 1e-3, "seed": seed,
+                 "val_accuracy": acc, "val_loss": 0.5, "test_accuracy": acc, "test_loss": 0.5, "lora_params": 10,
+                 "budget_params": 10, "modules": "L0.q", "train_seconds": 1.0}
+                for seed, acc in accuracies.items()]  # fmt: skip
+
+    runs = [*rows("P:default", {0: 0.7, 1: 0.7}), *rows("P:pick:lora", {0: 0.8, 1: 0.6}),
+            *rows("P:random:0", {0: 0.5, 1: 0.9}), *rows("P:random:1", {0: 0.6, 1: 0.5}),
+            *rows("P:random:2", {0: 0.8, 1: 0.7})]  # fmt: skip
+    keys = ["P:default", "P:pick:lora", "P:random:0", "P:random:1", "P:random:2"]
+    table = report.summarize(runs, keys, {"P": 10}, [1e-3], [1])["budgets"]["P"]
+    by_arm = {row["arm"]: row for row in table["arms"]}
+    assert by_arm["pick:lora"]["wins"] == 1 and by_arm["pick:lora"]["paired_seeds"] == 2
+    median = by_arm["random (median of 3)"]  # seed 0: median 0.6, seed 1: median 0.7
+    assert median["per_seed_test_accuracy"] == {0: 0.6, 1: 0.7} and median["test_accuracy"] == pytest.approx(0.65)
+    assert median["wins"] == 0 and median["ties"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ smoke
+
+
+@pytest.fixture(scope="module")
+def smoke(model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("equal_params") / "out"
+    argv = ["--smoke", "--model", str(model_dir), "--output", str(out), "--no-progress"]
+    return argv, out, main.main(argv)
+
+
+def test_smoke_run_trains_every_arm_once_within_its_budget_and_writes_every_output(smoke):
+    argv, out, summary = smoke
+    assert {p.name for p in out.iterdir()} >= {"runs.csv", "summary.json", "report.txt", "config.json",
+                                               "selection.json", "selection_lora_P4", "eva_P4.pt"}  # fmt: skip
+    with (out / "runs.csv").open() as handle:
+        runs = list(csv.DictReader(handle))
+    keys = {row["key"] for row in runs}
+    assert {"P/4:default", "P/4:v_only", "P/4:pick:lora", "P/4:pick:expected", "P/4:pick:attention", "P/4:kappa",
+            "P/4:eva", "P/4:random:0", "P/4:random:1", "head_only"} <= keys  # fmt: skip
+    assert len(runs) == len(keys) and {row["seed"] for row in runs} == {"0"} and {row["steps"] for row in runs} == {"2"}
+    for row in runs:
+        assert row["key"] == "head_only" or 0 < int(row["lora_params"]) <= int(row["budget_params"])
+        assert 0 <= float(row["test_accuracy"]) <= 1 and 0 <= float(row["val_accuracy"]) <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["r"] == 8 and config["lrs"] == [5e-3] and "versions" in config["metadata"]
+    assert summary["budgets"]["P/4"]["budget_params"] == 256 and "P/4:all_linear left out" in " ".join(summary["notes"])
+    assert "random (median of 2)" in (out / "report.txt").read_text()
+
+
+def test_a_second_run_trains_and_selects_nothing_and_reports_the_same(smoke, monkeypatch):
+    argv, out, summary = smoke
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run or selection was repeated")
+
+    monkeypatch.setattr(running, "train_subset", must_not_run)
+    monkeypatch.setattr(selection.NTKSelector, "select", must_not_run)
+    lines = (out / "runs.csv").read_text().count("\n")
+    again = main.main(argv)
+    assert (out / "runs.csv").read_text().count("\n") == lines
+    assert again["budgets"] == summary["budgets"]
+
+
+def test_a_folder_made_with_other_run_settings_is_refused(smoke):
+    argv, out, _ = smoke
+    with pytest.raises(BenchmarkError, match="other settings"):
+        main.main([*argv, "--r", "4"])
+    with pytest.raises(BenchmarkError, match="other settings"):
+        main.main([*argv, "--train-size", "24"])
