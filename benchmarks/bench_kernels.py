@@ -31,6 +31,7 @@ from typing import Any
 import harness
 
 GOAL = 1.3  # the issue's target: every engine within 1.3x of the floor on CPU
+KERNEL_GOAL = 1.5  # the adam (SignGD) kernel pass against the lora kernel pass of the same engine
 ENGINE_NAMES = ("func", "hooks", "reference")
 ALL_ENGINES = (*ENGINE_NAMES, "baseline")
 QUICK = {"repeats": 2, "reference_n": 4, "baseline_n": 4}  # with the shape of harness.QUICK_SHAPE
@@ -47,6 +48,7 @@ class Item:
     n_run: int
     engine: str | None = None
     chunk: int | None = None
+    kernel: str = "lora"
 
 
 @dataclass
@@ -83,6 +85,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs) [all]",
     )
     parser.add_argument("--chunk-sizes", default="8,32", help="chunk sizes for the func and hooks engines [8,32]")
+    parser.add_argument("--kernels", default="lora", help="kernels per engine row, e.g. lora,adam: each one after "
+                        "lora gets its own rows and its cost against the lora row [lora]")  # fmt: skip
     parser.add_argument("--reference-n", type=int, help="samples the reference engine runs (extrapolated) [8]")
     parser.add_argument("--baseline-n", type=int, help="samples the jacrev baseline runs (extrapolated) [8]")
     parser.add_argument("--budget", type=int, default=3, help="modules per subset: the baseline's subset size [3]")
@@ -104,6 +108,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown engines {unknown}: choose among {ALL_ENGINES}")
     args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c.strip()]
+    args.kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    if args.kernels[:1] != ["lora"] or not set(args.kernels) <= {"lora", "expected", "adam"}:
+        parser.error("--kernels must start with lora and list kernels among lora, expected, adam")
     args.reference_n = min(args.reference_n, args.n)
     args.baseline_n = min(args.baseline_n, args.n)
     if args.output == "margin" and args.labels != 2:
@@ -131,6 +138,9 @@ def plan(args: argparse.Namespace) -> list[Item]:
             continue
         for chunk in args.chunk_sizes:
             items.append(Item(f"{engine}@{chunk}", "engine", f"{engine}, chunk_size={chunk}", args.n, engine, chunk))
+            for kernel in args.kernels[1:]:
+                label = f"{engine}, chunk_size={chunk}, {kernel}"
+                items.append(Item(f"{engine}@{chunk}:{kernel}", "engine", label, args.n, engine, chunk, kernel))
     if "baseline" in args.engines:
         items.append(
             Item("baseline", "baseline", f"authors' jacrev, 1 subset of {args.budget}", args.baseline_n, "baseline")
@@ -179,7 +189,14 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
 
         def run() -> None:
             compute_kernels(
-                model, batch, candidates, lora_config, engine=item.engine, chunk_size=chunk, output_mode=args.output
+                model,
+                batch,
+                candidates,
+                lora_config,
+                engine=item.engine,
+                chunk_size=chunk,
+                output_mode=args.output,
+                kernel=item.kernel,
             )
 
         return run, info
@@ -442,6 +459,11 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
         paired = [w / f for w, f in zip(walls, floor.walls, strict=False)]  # a failed floor run shortens it
         entry["x_floor_per_round"] = statistics.median(paired) if paired else math.nan
         out.append(entry)
+    walls = {entry["key"]: entry.get("wall_s") for entry in out}
+    for entry in out:  # a kernel's cost against the lora kernel pass of the same engine and chunk size
+        plain = walls.get(entry["key"].split(":")[0])
+        if ":" in entry["key"] and entry.get("wall_s") and plain:
+            entry["x_lora"] = entry["wall_s"] / plain
     return {"floor_s": floor_wall, "rows": out}
 
 
@@ -534,7 +556,7 @@ def verdicts(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines.append(f"Goal: every engine within {GOAL}x of the floor{where}")
     best: dict[str, dict[str, Any]] = {}
     for engine in ENGINE_NAMES:
-        candidates = [e for k, e in rows.items() if k == engine or k.startswith(f"{engine}@")]
+        candidates = [e for k, e in rows.items() if k == engine or (k.startswith(f"{engine}@") and ":" not in k)]
         if not candidates:
             continue
         best[engine] = min(candidates, key=lambda e: e["wall_s"])
@@ -551,7 +573,7 @@ def verdicts(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{bound:.2f}x the 1-backward floor"
         )
     for engine in ("func", "hooks"):
-        sizes = sorted((e["wall_s"], k) for k, e in rows.items() if k.startswith(f"{engine}@"))
+        sizes = sorted((e["wall_s"], k) for k, e in rows.items() if k.startswith(f"{engine}@") and ":" not in k)
         if len(sizes) > 1:
             (fast, fast_key), (slow, slow_key) = sizes[0], sizes[-1]
             lines.append(
@@ -559,6 +581,11 @@ def verdicts(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"{_fmt_time(slow)} at chunk_size={slow_key.split('@')[1]}, {slow / fast:.2f}x)"
                 + (" - under 5%: a tie within noise" if slow / fast < 1.05 else "")
             )
+    for entry in rows.values():
+        if "x_lora" in entry:
+            met = entry["x_lora"] <= KERNEL_GOAL
+            lines.append(f"Kernel cost: {entry['label']} takes {entry['x_lora']:.2f}x its lora row: "
+                         + ("MEETS" if met else "does NOT meet") + f" the {KERNEL_GOAL}x goal")  # fmt: skip
     if "baseline" in rows and best:
         base = rows["baseline"]
         fastest = min(best.values(), key=lambda e: e["wall_s"])

@@ -234,7 +234,7 @@ class NTKSelector:
         rankings. Costs one kernel computation per run. The model is left unchanged.
         """
         for kernel in kernels:
-            validate_kernel(kernel, for_selection=True)
+            validate_kernel(kernel)
         count = len(self.candidates)
         subsets = list(self.space.subsets(count)) if self.space.size(count) <= STABILITY_SUBSETS else None
 

@@ -83,7 +83,7 @@ class KernelSettings:
         _positive("num_samples", self.num_samples, minimum=2, hint=" (the paper uses 32)")
         for name in ("seed", "init_seed"):
             _positive(name, getattr(self, name), optional=name == "init_seed", minimum=0)
-        validate_kernel(self.kernel, for_selection=True)
+        validate_kernel(self.kernel)
         _choice("base", self.base, BASES, " ('head': the new head's kernel; 'none': K = 0)")
         _choice("head", self.head, HEADS)
         validate_engine(self.engine, allow_auto=True)

@@ -40,7 +40,7 @@ def selector(config=CONFIG, model=None, **kw):
         ({"budget": 3, "max_subsets": 10, "search": "exhaustive"}, SearchSpaceTooLargeError,
          "use search=.exact., a smaller budget"),
         ({"search": "simulated-annealing"}, InvalidConfigError, "unknown search"),
-        ({"kernel": "adam"}, InvalidConfigError, "compute_kernels.kernel='adam'.*not supported yet"),
+        ({"kernel": "sgd"}, InvalidConfigError, "unknown kernel 'sgd'"),
         ({"param_budget": 100, "layers_per_pick": 1}, InvalidConfigError, "give only one"),
     ],
 )  # fmt: skip

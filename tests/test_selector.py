@@ -14,7 +14,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from peft_ntk_select import InvalidConfigError, NoCandidatesError, NTKSelector, SelectionResult
+from peft_ntk_select import InvalidConfigError, NoCandidatesError, NTKSelector, SelectionResult, compute_kernels
 from peft_ntk_select.diagnostics.stability import compare_runs
 from peft_ntk_select.errors import InvalidInputError
 from tests.helpers import make_batch, make_model, model_snapshot
@@ -329,3 +329,26 @@ def test_a_placement_as_param_budget_means_its_parameters_in_every_layer():
 def test_a_placement_the_model_lacks_is_refused():
     with pytest.raises(NoCandidatesError, match="no candidate module matched"):
         select("gpt2", param_budget=("q", "v"))  # GPT-2's attention is the fused qkv
+
+
+@pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
+def test_the_adam_kernel_ranks_by_its_symmetric_part_and_keeps_the_asymmetric_kernels(family):
+    """kernel="adam": result.base_kernel / contributions are compute_kernels' SignGD kernels as defined
+    (asymmetric); every subset's ratio is that of the symmetric parts; the model is left as it was."""
+    model = make_model(family)
+    before = model_snapshot(model)
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    batch = make_batch()
+    result = NTKSelector(model, config, budget=2, kernel="adam", show_progress=False).select(batch)
+    assert model_snapshot(model) == before and result.kernel == "adam"
+    base, parts, _ = compute_kernels(model, batch, result.candidates, config, output_mode="trace", kernel="adam")
+    torch.testing.assert_close(result.contributions, parts, rtol=1e-12, atol=0.0)
+    torch.testing.assert_close(result.base_kernel, base, rtol=1e-12, atol=0.0)
+    assert not torch.allclose(parts, parts.transpose(-1, -2))  # asymmetric, as defined
+    symmetric = 0.5 * (base + base.T)
+    for entry in result.ranking[:3]:
+        indices = [result.candidates.index(next(c for c in result.candidates if c.name == m)) for m in entry.modules]
+        subset = symmetric + 0.5 * (parts[indices] + parts[indices].transpose(-1, -2)).sum(0)
+        top, base_top = torch.linalg.eigvalsh(subset)[-1], torch.linalg.eigvalsh(symmetric)[-1]
+        ratio = (top + result.sigma) / (base_top + result.sigma)
+        assert entry.ratio == pytest.approx(float(ratio), rel=1e-10)

@@ -21,7 +21,7 @@ from ..diagnostics.linearity import DEFAULT_RADII, PERTURB_MODES, LinearityCurve
 from ..diagnostics.stability import StabilityReport, format_stability
 from ..errors import InvalidConfigError, NTKSelectError
 from ..kernels import ENGINES
-from ..kernels.compute import SELECTION_KERNELS
+from ..kernels.compute import KERNELS
 from ..kernels.head import HEADS
 from ..kernels.outputs import OUTPUT_MODES
 from ..result import RankedSubset, SelectionResult
@@ -119,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
     select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
     select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
-    select.add_argument("--kernel", choices=SELECTION_KERNELS, default="lora", help="lora: the kernel at the drawn A; "
-                        "expected: its exact mean over A (deterministic)")  # fmt: skip
+    select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn A; "
+                        "expected: its exact mean over A (deterministic); adam: Adam's SignGD kernel at the "
+                        "drawn A")  # fmt: skip
     select.add_argument("--objective", choices=sorted(OBJECTIVES), default=DEFAULT_OBJECTIVE, help="what subsets are "
                         "ranked by: max_ratio = highest spectral ratio (measured best, README 'Which objective'); "
                         "min_ratio = Algorithm 2 as printed (lowest spectral ratio); "

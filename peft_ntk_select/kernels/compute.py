@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 Engine = Callable[..., dict[str, torch.Tensor]]
 ENGINES: dict[str, Engine] = {"func": func_jacobians, "hooks": hooks_jacobians, "reference": reference_jacobians}
 KERNELS = ("lora", "expected", "adam")
-SELECTION_KERNELS = ("lora", "expected")  # what the search ranks by (see validate_kernel)
 
 
 def validate_engine(engine: str, *, allow_auto: bool = False) -> None:
@@ -51,15 +50,8 @@ def resolve_engine(engine: str, model: nn.Module) -> str:
     return "hooks"
 
 
-def validate_kernel(kernel: str, *, for_selection: bool = False) -> None:
-    """A typed error for an unknown kernel; ``for_selection``: also for ``adam``, whose asymmetric kernel the
-    search cannot rank yet (the symmetric part of a SignGD kernel need not be PSD, so the branch-and-bound
-    bounds, which need every S_l PSD, do not hold)."""
-    if for_selection and kernel == "adam":
-        raise InvalidConfigError(
-            "kernel='adam' (the SignGD kernel) is computed by compute_kernels(kernel='adam'), but ranking subsets "
-            f"by it is not supported yet: choose one of {SELECTION_KERNELS} for the selector"
-        )
+def validate_kernel(kernel: str) -> None:
+    """A typed error for an unknown kernel."""
     if kernel not in KERNELS:
         raise InvalidConfigError(
             f"unknown kernel {kernel!r}: choose one of {KERNELS} ('lora': the LoRA kernel at the seeded A; "
@@ -103,8 +95,8 @@ def compute_kernels(
             full weight (deterministic; see ``kernels.expected`` for the two formulations and the rule
             that picks one per candidate, logged at debug level). K is the same for both. ``adam``: the
             SignGD kernel of Adam at the seeded A, entry (i, j) = sum_a <grad f_a(x_i), sign grad f_a(x_j)> over
-            the trained parameters (the head in K, each candidate's B in S_l): asymmetric, and not yet a
-            kernel the selector ranks by (``validate_kernel``).
+            the trained parameters (the head in K, each candidate's B in S_l): asymmetric; the search ranks by
+            its symmetric part (``search.rank``).
         memory_budget: bytes, ``expected`` only: bound on the features held per engine pass and on the
             token Gram intermediates (more passes when exceeded).
         candidate_passes: ``lora`` and ``adam`` only: candidate indices per engine pass, so that one pass's features are

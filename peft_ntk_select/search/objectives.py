@@ -14,6 +14,12 @@ the alternatives the papers' quantities suggest (docs/science.md sections 2-3):
   kernels point in different directions: complementary candidates; 0 for S_C = 0);
 - ``min_loo_error``: mean squared leave-one-out residual of kernel ridge regression with K + S_C (a
   held-out error; complementary modules lower it together).
+
+An asymmetric kernel (Adam's SignGD kernel, ``kernel="adam"``) enters every objective through its symmetric
+part (K + K^T) / 2: the spectra, the ridge risk and the leave-one-out residuals are those of the symmetric part
+(their formulas need a symmetric matrix), and the alignment's quadratic form tr(Y^T M Y) is the same for M and
+its symmetric part, whose norm it divides by. The symmetric part need not be PSD; ``"lower"`` bounds need it
+(``search.rank`` then searches without them).
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from typing import Literal
 import torch
 
 from ..errors import InvalidConfigError
-from .spectral import eigenvalues, extreme_eigenvalues, kernel_ridge_risk, loo_predictions, spectral_ratio
+from .spectral import (
+    eigenvalues,
+    extreme_eigenvalues,
+    kernel_ridge_risk,
+    loo_predictions,
+    spectral_ratio,
+    symmetric,
+)
 
 Value = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, float, float], torch.Tensor]
 
@@ -83,9 +96,9 @@ def _risk(kernels: torch.Tensor, parts: torch.Tensor, targets: torch.Tensor | No
 
 def _alignment(kernels: torch.Tensor, parts: torch.Tensor, targets: torch.Tensor | None, sigma: float,
                base_max: float) -> torch.Tensor:  # fmt: skip
-    y = targets.double()
-    quadratic = torch.einsum("ac,mab,bc->m", y, kernels.double(), y)
-    return quadratic / (kernels.double().flatten(1).norm(dim=1) * y.pow(2).sum()).clamp(min=1e-300)  # 0 for K = 0
+    y, kernels = targets.double(), symmetric(kernels.double())
+    quadratic = torch.einsum("ac,mab,bc->m", y, kernels, y)
+    return quadratic / (kernels.flatten(1).norm(dim=1) * y.pow(2).sum()).clamp(min=1e-300)  # 0 for K = 0
 
 
 def _kappa(kernels: torch.Tensor, parts: torch.Tensor, targets: torch.Tensor | None, sigma: float,

@@ -28,6 +28,7 @@ indices), and ``score_subsets`` on the subsets kept, so one subset always scores
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import operator
 import time
@@ -44,13 +45,15 @@ from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 from .pool import with_slack
 from .scoring import ScoredSubset, by_size, check_sigma, objective_values, score_list
 from .spaces import Budget, ParamBudget, SearchSpace, Structured, is_integer
-from .spectral import extreme_eigenvalues, ritz_lower_bounds, subset_kernels
+from .spectral import all_psd, extreme_eigenvalues, ritz_lower_bounds, subset_kernels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..candidates import Candidate
     from .objectives import Objective
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SUBSETS = 200_000
 DEFAULT_MAX_NODES = 100_000
@@ -156,6 +159,10 @@ def search_subsets(
     """``rank_subsets`` for validated arguments (``RankingSettings`` validated them once): the space checked
     against the candidates, the objective resolved, sigma and the search options checked."""
     started = time.perf_counter()
+    if objective.bound == "lower" and not all_psd(contributions):
+        logger.info("objective %s: some S_l is not PSD (symmetric part of an asymmetric kernel), so its lower "
+                    "bounds do not hold: searching without them", objective.name)  # fmt: skip
+        objective = replace(objective, bound=None)
     if search == "auto":
         search, top = _resolve_auto(space, contributions.shape[0], top, max_subsets, objective)
     run = _Run(contributions.double(), base_kernel.double(), space, objective, sigma, top, targets, batch_size)

@@ -63,6 +63,16 @@ def subset_kernels(base_kernel: torch.Tensor, contributions: torch.Tensor, subse
     return kernels
 
 
+def all_psd(contributions: torch.Tensor, tolerance: float = 1e-9) -> bool:
+    """True when the symmetric part of every S_l (L, n, n) is PSD: no eigenvalue below -``tolerance`` times the
+    largest eigenvalue magnitude among them (rounding in a PSD kernel stays far inside)."""
+    if contributions.shape[0] == 0:
+        return True
+    low, high = extreme_eigenvalues(contributions)
+    scale = float(torch.maximum(low.abs(), high.abs()).max())
+    return bool((low >= -tolerance * scale).all())
+
+
 def ritz_lower_bounds(base_kernel: torch.Tensor, contributions: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
     """Lower bounds (m,) on lambda_max(K + S_C) for subsets (m, k), from one subspace shared by all.
 

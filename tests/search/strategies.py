@@ -85,3 +85,22 @@ def search_spaces(draw: st.DrawFn, num_candidates: int, max_size: int = 400) -> 
             limit += 1
         return ParamBudget(draw(st.integers(min(counts), limit)), counts, groups)
     return draw(structured_spaces(num_candidates))
+
+
+@st.composite
+def sign_kernels(draw: st.DrawFn, n: int) -> torch.Tensor:
+    """F sign(F)^T for random features F (n, m), m in 1..8: the structure of Adam's SignGD kernel (asymmetric,
+    its symmetric part possibly indefinite)."""
+    f = torch.from_numpy(draw(arrays(np.float64, (n, draw(st.integers(1, 8))), elements=ENTRIES)))
+    return f @ f.sign().T
+
+
+@st.composite
+def sign_kernel_problems(draw: st.DrawFn, max_candidates: int = 10) -> tuple:
+    """(K, S, sigma, space, top) with SignGD-shaped K (zero, or up to 1e3 x) and S_l, as ``kernel="adam"`` gives."""
+    n = draw(st.integers(2, 5))
+    num_candidates = draw(st.integers(1, max_candidates))
+    contributions = torch.stack([draw(sign_kernels(n)) for _ in range(num_candidates)])
+    base = draw(st.sampled_from([0.0, 1.0, 1e3])) * draw(sign_kernels(n))
+    space = draw(search_spaces(num_candidates, max_size=300))
+    return base, contributions, draw(SIGMAS), space, draw(st.integers(1, 12))

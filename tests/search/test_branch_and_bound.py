@@ -22,7 +22,7 @@ from peft_ntk_select.search import (
     rank_subsets,
     score_subsets,
 )
-from tests.search.strategies import candidate_kernels, search_spaces
+from tests.search.strategies import candidate_kernels, search_spaces, sign_kernel_problems
 
 SEARCH_SETTINGS = settings(max_examples=30, deadline=None)
 # Until the maximised objectives' section, the searches rank by min_ratio, the objective with lower bounds.
@@ -400,3 +400,33 @@ def test_exact_equals_exhaustive_when_the_head_dwarfs_every_contribution(name, s
     exhaustive = rank_subsets(contributions, base, search="exhaustive", **common)
     assert exact.ranking == exhaustive.ranking and exact.certificate.optimal
     assert 0 < abs(exact.ranking[0].ratio - 1) < 1e-5
+
+
+# asymmetric kernels (Adam's SignGD kernel): every search ranks by the symmetric parts, and stays exact
+
+
+@SEARCH_SETTINGS
+@given(sign_kernel_problems())
+@pytest.mark.parametrize("objective", ["min_ratio", "max_ratio"])
+def test_exact_search_on_sign_kernels_equals_brute_force_on_their_symmetric_parts(objective, problem):
+    """min_ratio's lower bounds need PSD S_l: the search drops them when a symmetric part is indefinite (the
+    exhaustive walk or beam then ranks); max_ratio's upper bounds (Weyl, 2 x 2) hold for any symmetric S_l."""
+    base, contributions, sigma, space, top = problem
+    symmetric = 0.5 * (contributions + contributions.transpose(-1, -2))
+    expected = brute_force(0.5 * (base + base.T), symmetric, sigma, space)
+    if objective == "max_ratio":
+        expected = sorted(expected, key=lambda item: (-item[0], item[1]))
+    result = rank_subsets(contributions, base, sigma=sigma, space=space, search="exact", top=top, objective=objective)
+    assert_is_brute_force_top(result.ranking, expected, top)
+
+
+def test_an_indefinite_contribution_is_not_pruned_by_lower_bounds_that_assume_psd():
+    """S_0 alone raises lambda_max, S_3 alone barely lowers it, together they cancel K's top: min_ratio's Rayleigh
+    and monotonicity bounds would prune {0, 3}, which is the optimum (lambda_max 0.15)."""
+    base = torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    entries = ([[-0.9, 0.0], [0.0, 2.0]], [[-0.05, 0.0], [0.0, 0.0]], [[-0.04, 0.0], [0.0, 0.0]],
+               [[0.05, 0.0], [0.0, -2.0]])  # fmt: skip
+    contributions = torch.tensor(entries, dtype=torch.float64)
+    result = rank_subsets(contributions, base, sigma=1e-4, budget=2, search="exact", top=1, objective="min_ratio")
+    assert result.ranking[0].indices == (0, 3)
+    assert result.ranking[0].lambda_max == pytest.approx(0.15, rel=1e-12)
