@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 
+from benchmarks.equal_params.readme import END, START, results_block
 from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
 from tests.docs.figures import tables as tables_of
 
@@ -369,3 +370,16 @@ def test_the_head_dominance_figures_are_the_recorded_kernels():
     (power,) = find(section(README, "### Which objective"), r"dominates every S_l \(about 10(³|⁴)×\)")
     factor = head["lambda_max_K"] / head["lambda_max_S_l_largest"]
     assert {"³": 3, "⁴": 4}[power] == math.floor(math.log10(factor))
+
+
+def test_the_equal_parameter_results_are_what_decide_prints_from_the_committed_folders():
+    """The README block between the markers is ``decide --markdown`` on the folders its start marker names,
+    verbatim: tables, the rule's verdict and the paired statistics all come from the committed runs.csv files."""
+    text = section(README, "### Equal parameters")
+    start = text.index(START)
+    folders = text[start + len(START) : text.index("-->", start)].split()
+    assert folders and all(folder.startswith("benchmarks/results/equal_params_") for folder in folders)
+    block = text[start : text.index(END) + len(END)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(RESULTS.parent.parent)  # the folders are named relative to the repository root
+        assert block == results_block(folders)
