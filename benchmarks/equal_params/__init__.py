@@ -26,7 +26,7 @@ as a sequence classifier on the reviews; ``benchmarks/data/smollm2.py``). ``--mo
    ``selection_<pick>_<budget>/`` with their times and exactness in ``selection.json``.
 3. Every run: ``compare_picks``' ``train_subset`` (fresh classifier, head drawn with the seed, HF Trainer,
    AdamW, linear schedule, 6 % warm-up, ``--epochs`` 2, batch 16), evaluated on validation and test. Seed 0
-   trains at each of ``--lrs`` (5e-3, 1.5e-2); the rate with the best seed-0 validation accuracy (ties: lower
+   trains at each of ``--lrs`` (1e-3, 2.5e-3, 5e-3); the rate with the best seed-0 validation accuracy (ties: lower
    validation loss, then the smaller rate) is the arm's, and ``--seeds`` (1, 2) train only at it. All seed-0
    runs come first.
 4. Reports, from ``runs.csv`` alone, per budget and arm: LoRA parameters, chosen rate, test accuracy mean +- std

@@ -30,7 +30,7 @@ logger = logging.getLogger("equal_params")
 
 DEFAULTS: dict[str, Any] = {
     "train_size": 512, "val_size": 300, "test_size": 600, "num_samples": 32, "random": 8, "seeds": "1,2",
-    "lrs": "5e-3,1.5e-2", "max_steps": None, "budgets": ",".join(BUDGETS),
+    "lrs": "1e-3,2.5e-3,5e-3", "max_steps": None, "budgets": ",".join(BUDGETS),
 }  # fmt: skip
 SMOKE: dict[str, Any] = {
     "train_size": 32, "val_size": 16, "test_size": 16, "num_samples": 8, "random": 2, "seeds": "", "lrs": "5e-3",
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--select-seed", type=int, default=0, help="seed of the selector (samples, A, its head)")
     select.add_argument("--time-limit", type=float, default=120.0, help="seconds for an exact search (default 120)")
     training = parser.add_argument_group("fine-tuning (identical for every arm)")
-    training.add_argument("--lrs", default=None, help="learning rates tried with seed 0 (default 5e-3,1.5e-2)")
+    training.add_argument("--lrs", default=None, help="learning rates tried with seed 0 (default 1e-3,2.5e-3,5e-3)")
     training.add_argument("--seeds", default=None, help="seeds besides 0, trained at the chosen rate (default 1,2)")
     training.add_argument("--epochs", type=float, default=2.0, help="epochs (default 2)")
     training.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
