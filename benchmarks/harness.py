@@ -324,3 +324,19 @@ def record_main(
     args = parser.parse_args(argv)
     payload = json.loads(args.output.read_text()) if args.print else record(args.output)
     print(show(payload))
+
+
+def run_benchmark(main: Callable[[], Any], prog: str, loggers: Sequence[str], error: type[Exception]) -> None:
+    """A benchmark package's ``__main__``: INFO logging for ``loggers``, ``main()``, and ``error`` (the benchmark's
+    "cannot run as asked") as one line ``<prog>: error: ...`` on stderr with exit status 1."""
+    import logging
+    import sys
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        main()
+    except error as failure:
+        sys.stderr.write(f"{prog}: error: {failure}\n")
+        raise SystemExit(1) from None

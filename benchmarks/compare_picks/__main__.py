@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
+from ..harness import run_benchmark
 from .choosing import BenchmarkError
 from .main import main
 
 if __name__ == "__main__":
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("compare_picks", "peft_ntk_select"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    try:
-        main()
-    except BenchmarkError as error:
-        sys.stderr.write(f"compare_picks: error: {error}\n")
-        raise SystemExit(1) from None
+    run_benchmark(main, "compare_picks", ("compare_picks", "peft_ntk_select"), BenchmarkError)
