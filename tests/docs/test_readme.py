@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import statistics
 
 import pytest
 
+from benchmarks.equal_params.decide import decide, defaults_of
 from benchmarks.equal_params.readme import END, START, results_block
+from peft_ntk_select import NTKSelector
 from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
 from tests.docs.figures import tables as tables_of
 
@@ -372,14 +375,34 @@ def test_the_head_dominance_figures_are_the_recorded_kernels():
     assert {"³": 3, "⁴": 4}[power] == math.floor(math.log10(factor))
 
 
-def test_the_equal_parameter_results_are_what_decide_prints_from_the_committed_folders():
-    """The README block between the markers is ``decide --markdown`` on the folders its start marker names,
-    verbatim: tables, the rule's verdict and the paired statistics all come from the committed runs.csv files."""
+def _equal_params_folders() -> tuple[str, list[str]]:
+    """The README's equal-parameter section and the result folders its results marker names."""
     text = section(README, "### Equal parameters")
     start = text.index(START)
     folders = text[start + len(START) : text.index("-->", start)].split()
     assert folders and all(folder.startswith("benchmarks/results/equal_params_") for folder in folders)
-    block = text[start : text.index(END) + len(END)]
+    return text, folders
+
+
+def test_the_equal_parameter_results_are_what_decide_prints_from_the_committed_folders():
+    """The README block between the markers is ``decide --markdown`` on the folders its start marker names,
+    verbatim: tables, the rule's verdict and the paired statistics all come from the committed runs.csv files."""
+    text, folders = _equal_params_folders()
+    block = text[text.index(START) : text.index(END) + len(END)]
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(RESULTS.parent.parent)  # the folders are named relative to the repository root
         assert block == results_block(folders)
+
+
+def test_the_library_defaults_are_what_the_registered_rule_picks_from_the_committed_results():
+    """Until the study's verdict is final the defaults stay today's (pick:attention: lora kernel, q/k/v kinds, one
+    rank); a final verdict that changes them fails this test until NTKSelector's defaults follow it."""
+    _, folders = _equal_params_folders()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(RESULTS.parent.parent)
+        _, verdict, _ = decide(folders)
+    chosen = verdict.defaults if verdict.status == "final" else defaults_of("pick:attention")
+    defaults = {name: p.default for name, p in inspect.signature(NTKSelector).parameters.items()}
+    assert defaults["kernel"] == chosen["kernel"]
+    assert defaults["kinds"] is None and chosen["kinds"] == "attention"  # None: the attention kinds q, k, v, qkv
+    assert defaults["ranks"] is None and chosen["ranks"] is None
