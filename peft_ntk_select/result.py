@@ -240,6 +240,15 @@ class SelectionResult:
                 )
         return indices
 
+    @property
+    def allocates_ranks(self) -> bool:
+        """True when the candidates are rank options (``ranks=``): an entry is then its modules and their ranks."""
+        return any(candidate.rank is not None for candidate in self.candidates)
+
+    def entry_indices(self, entry: RankedSubset) -> tuple[int, ...]:
+        """The candidate indices of a ranked entry (its modules, at its ranks under rank allocation), sorted."""
+        return tuple(sorted(self._indices(entry.modules, entry.ranks if self.allocates_ranks else None)))
+
     def config_for(self, modules: Sequence[str], ranks: Mapping[str, int] | None = None) -> LoraConfig:
         """A ``LoraConfig`` like ``lora_config`` but targeting ``modules`` (names of candidates; ``ranks``: module ->
         rank where they offer several, as ``score``)."""
@@ -362,8 +371,8 @@ class SelectionResult:
         ``NTKSelector.stability``) and ``linearity`` (from ``linearity_curve``), their panels too. Needs matplotlib.
         """
         short = {c.name: f"L{c.layer}.{c.kind}" for c in self.candidates}
-        options = any(c.rank is not None for c in self.candidates)
-        picks = [tuple(self._indices(entry.modules, entry.ranks if options else None)) for entry in self.ranking[:top]]
+        options = self.allocates_ranks
+        picks = [self.entry_indices(entry) for entry in self.ranking[:top]]
         labels = [
             f"#{rank} " + " ".join(short[m] + (f"@{entry.ranks[m]}" if options and entry.ranks else "")
                                    for m in entry.modules)

@@ -126,3 +126,13 @@ def test_ranks_beside_a_rank_pattern_is_refused():
     config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS", rank_pattern={"query": 2})
     with pytest.raises(InvalidConfigError, match="has a rank_pattern"):
         NTKSelector(make_model("bert"), config, param_budget=("q", "v"), ranks=RANKS)
+
+
+def test_stability_compares_rank_allocations_by_module_and_rank():
+    model = make_model("bert")
+    selector = NTKSelector(model, LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS"), kinds="all-linear",
+                           param_budget=("q", "v"), ranks=RANKS, show_progress=False)  # fmt: skip
+    (report,) = selector.stability(make_batch(), seeds=(0, 1), sample_draws=(), kernels=("lora",))
+    assert len(report.taus) == 1 and -1.0 <= report.taus[0] <= 1.0
+    assert all("@" in module for pick in report.picks for module in pick)  # name@rank
+    assert set(report.frequency) <= {c.name for c in selector.candidates}

@@ -85,10 +85,9 @@ def compare_runs(
     Every run's kernels score the same ``subsets`` (candidate indices of one size); None: the union of the
     runs' rankings.
     """
-    names = [candidate.name for candidate in results[0].candidates]
-    position = {name: i for i, name in enumerate(names)}
+    names = list(dict.fromkeys(candidate.name for candidate in results[0].candidates))
     if subsets is None:
-        subsets = sorted({tuple(sorted(position[m] for m in entry.modules)) for r in results for entry in r.ranking})
+        subsets = sorted({results[0].entry_indices(entry) for r in results for entry in r.ranking})
     objective = OBJECTIVES[results[0].objective]  # the runs' own order (tau ignores its direction)
     scores = [
         objective_values(
@@ -97,11 +96,19 @@ def compare_runs(
         for result in results
     ]
     taus = tuple(kendall_tau(a, b) for a, b in itertools.combinations(scores, 2))
-    picks = tuple(r.ranking[0].modules for r in results)
+    picks = tuple(_pick(r) for r in results)
     common = Counter(picks).most_common(1)[0][1]
-    counts = Counter(module for pick in picks for module in pick)
+    counts = Counter(module for r in results for module in r.ranking[0].modules)
     frequency = {name: counts[name] / len(results) for name in names if counts[name]}
     return StabilityReport(kernel, axis, tuple(seeds), taus, common / len(results), frequency, picks)
+
+
+def _pick(result: SelectionResult) -> tuple[str, ...]:
+    """The best subset's modules, each as ``name@rank`` under rank allocation (same modules at other ranks differ)."""
+    best = result.ranking[0]
+    if not result.allocates_ranks or best.ranks is None:
+        return best.modules
+    return tuple(f"{module}@{best.ranks[module]}" for module in best.modules)
 
 
 def stability(
