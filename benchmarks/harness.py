@@ -328,15 +328,18 @@ def record_main(
 
 def run_benchmark(main: Callable[[], Any], prog: str, loggers: Sequence[str], error: type[Exception]) -> None:
     """A benchmark package's ``__main__``: INFO logging for ``loggers``, ``main()``, and ``error`` (the benchmark's
-    "cannot run as asked") as one line ``<prog>: error: ...`` on stderr with exit status 1."""
+    "cannot run as asked") or the library's typed errors (bad data, model or settings) as one line
+    ``<prog>: error: ...`` on stderr with exit status 1."""
     import logging
     import sys
+
+    from peft_ntk_select.errors import NTKSelectError
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in loggers:
         logging.getLogger(name).setLevel(logging.INFO)
     try:
         main()
-    except error as failure:
+    except (error, NTKSelectError) as failure:
         sys.stderr.write(f"{prog}: error: {failure}\n")
         raise SystemExit(1) from None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -313,3 +315,15 @@ def test_a_committed_result_folder_resumes_with_its_settings_and_refuses_others(
     args = main.resolve(main.build_parser().parse_args([*argv, "--objective", other]))
     with pytest.raises(choosing.BenchmarkError, match="objective"):
         main.check_folder(tmp_path, main.settings_of(args))
+
+
+def test_a_library_error_in_the_benchmark_is_one_line_and_exit_status_1(tmp_path):
+    """A missing data file is the library's InvalidInputError: the benchmark's __main__ (harness.run_benchmark)
+    prints one line and exits with 1, no traceback."""
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "benchmarks.compare_picks", "--data", str(tmp_path / "missing.csv"),
+               "--output", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("compare_picks: error: data file")
