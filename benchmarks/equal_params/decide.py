@@ -423,6 +423,8 @@ def _verdict_lines(verdict: Verdict) -> list[str]:
         d = ", ".join(f"{arm} {value:+.3f}" for arm, value in sorted(verdict.mean_d.items(), key=lambda x: -x[1]))
         cells = len(verdict.cells)
         change = "change" if verdict.change_defaults else "stay"
+        if verdict.status != "final":  # the rule is applied to the library only on a final verdict
+            change = f"would {change} if this were final (the library keeps today's until then)"
         defaults = ", ".join(f"{name}={value}" for name, value in verdict.defaults.items())
         lines.append(
             f"Over {cells} cells, mean validation accuracy minus default's: {d}. Winner: {verdict.winner}; it beats "
