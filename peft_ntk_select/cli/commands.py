@@ -181,10 +181,6 @@ def _short(result: SelectionResult) -> dict[str, str]:
     return {c.name: f"L{c.layer}.{c.kind}" for c in result.candidates}
 
 
-def _allocates_ranks(result: SelectionResult) -> bool:
-    return any(c.rank is not None for c in result.candidates)
-
-
 def _names(entry: RankedSubset, short: dict[str, str], with_ranks: bool) -> str:
     """``L0.q L1.v``, or with rank allocation ``L0.q@4 L1.v@8``."""
     return " ".join(short[m] + (f"@{entry.ranks[m]}" if with_ranks and entry.ranks else "") for m in entry.modules)
@@ -203,7 +199,7 @@ def default_placement(result: SelectionResult) -> RankedSubset | None:
     modules = list(dict.fromkeys(c.name for c in result.candidates if c.kind in PEFT_DEFAULT_KINDS))
     if not modules:
         return None
-    if not _allocates_ranks(result):
+    if not result.allocates_ranks:
         return result.score(modules)
     offered = {c.rank for c in result.candidates}
     return (
@@ -227,7 +223,7 @@ def _certificate_line(result: SelectionResult) -> str:
 
 def report_text(result: SelectionResult, top: int) -> str:
     """The ranking table (top subsets, then the default placement) and how to read it."""
-    short, with_ranks = _short(result), _allocates_ranks(result)
+    short, with_ranks = _short(result), result.allocates_ranks
     rows = [_row(f"#{rank}", entry, short, with_ranks) for rank, entry in enumerate(result.ranking[:top])]
     baseline = default_placement(result)
     if baseline is not None:

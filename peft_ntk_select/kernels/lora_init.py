@@ -113,9 +113,12 @@ def draw_adapter_init(candidates: Sequence[Candidate], config: LoraConfig, seed:
 def option_a(a: torch.Tensor, config: LoraConfig, rank: int) -> torch.Tensor:
     """The lora_A (rank, in) of a rank-``rank`` adapter from a module's draw ``a`` (R, in) at R >= rank: its first
     rows, rescaled to the init's spread at ``rank`` (``"gaussian"``: N(0, 1/r^2); kaiming-uniform: unchanged)."""
-    if config.init_lora_weights == "gaussian":
-        return a[:rank] * (a.shape[0] / rank)
-    return a[:rank]
+    return a[:rank] * _spread_ratio(config, rank, a.shape[0])
+
+
+def _spread_ratio(config: LoraConfig, rank: int, drawn_rank: int) -> float:
+    """std(A_ij) at ``rank`` over std at ``drawn_rank``: R / r for ``"gaussian"`` (N(0, 1/r^2)), else 1."""
+    return drawn_rank / rank if config.init_lora_weights == "gaussian" else 1.0
 
 
 def option_factor(config: LoraConfig, name: str, rank: int, drawn_rank: int) -> float:
@@ -123,7 +126,7 @@ def option_factor(config: LoraConfig, name: str, rank: int, drawn_rank: int) -> 
     ``rank`` columns of B times s(rank) std(rank) / (s(R) std(R)) (``option_a`` and the scale PEFT applies)."""
     if rank == drawn_rank:
         return 1.0
-    spread = 1.0 if config.init_lora_weights != "gaussian" else drawn_rank / rank
+    spread = _spread_ratio(config, rank, drawn_rank)
     return module_scale(config, name, rank) / module_scale(config, name, drawn_rank) * spread
 
 
