@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 
 from .errors import InvalidConfigError, NoCandidatesError
@@ -98,6 +101,24 @@ def wanted_kinds(kinds: Iterable[str] | str | None) -> set[str] | None:
     return wanted
 
 
+def explicit_targets(config: LoraConfig | None) -> bool:
+    """True when the config names its own ``target_modules`` (names or a regex; not None or ``"all-linear"``)."""
+    targets = None if config is None else config.target_modules
+    return targets is not None and targets != ALL_LINEAR
+
+
+def config_allows(config: LoraConfig, name: str) -> bool:
+    """Whether PEFT would adapt the module ``name`` under the config's ``target_modules`` (when explicit),
+    ``exclude_modules``, ``layers_to_transform``/``layers_pattern`` and ``modules_to_save``: PEFT's own
+    ``check_target_module_exists``, so the candidate pool is what ``get_peft_model`` would accept."""
+    if explicit_targets(config):
+        return bool(check_target_module_exists(config, name))
+    # No explicit targets: ask with the name's last part as the target, so that the layer filter still applies.
+    fields = {field: getattr(config, field, None) for field in ("exclude_modules", "modules_to_save",
+              "target_parameters", "layers_to_transform", "layers_pattern")}  # fmt: skip
+    return bool(check_target_module_exists(SimpleNamespace(**fields, target_modules={name.rsplit(".", 1)[-1]}), name))
+
+
 def discover_candidates(
     model: nn.Module,
     *,
@@ -105,6 +126,7 @@ def discover_candidates(
     kinds: Iterable[str] | None = None,
     layers: Iterable[int] | None = None,
     modules: Sequence[str] | None = None,
+    lora_config: LoraConfig | None = None,
 ) -> list[Candidate]:
     """List the candidate modules of ``model`` in module order.
 
@@ -112,15 +134,16 @@ def discover_candidates(
         model: a transformers model (bare, with a task head, or nested under any prefix).
         rank: LoRA rank used to count parameters, or a function of the module name (``rank_pattern``).
         kinds: keep only these kinds (of ``KINDS``: ``q``, ``k``, ``v``, ``qkv``, ``o``, ``up``, ``down``, ``gate``),
-            or ``"all-linear"`` for all of them; None: the attention kinds ``q``, ``k``, ``v``, ``qkv``.
+            or ``"all-linear"`` for all of them; None: the attention kinds ``q``, ``k``, ``v``, ``qkv`` (every kind
+            when the config's ``target_modules`` is ``"all-linear"``; no filter when it names its own targets).
         layers: keep only these layer indices.
         modules: explicit full module names (``nn.Linear`` or ``Conv1D``); replaces discovery by name.
+        lora_config: the user's config is the contract (``config_allows``): its ``target_modules`` (names or a
+            regex) make the pool (every linear module they match; ``"all-linear"``: every kind), and its
+            ``exclude_modules``, ``layers_to_transform`` and ``modules_to_save`` take modules out of it. Explicit
+            ``modules`` the config leaves out are an ``InvalidConfigError``.
     """
-    if type(model).__name__.startswith("Peft") or hasattr(model, "peft_config"):
-        raise InvalidConfigError(
-            "the model already carries a PEFT adapter: pass the base transformers model "
-            "(before get_peft_model), or peft_model.get_base_model() after unloading the adapter"
-        )
+    check_supported_model(model)
     named = dict(model.named_modules())
     if modules is not None:
         missing = [name for name in modules if name not in named]
@@ -133,11 +156,22 @@ def discover_candidates(
         if not_linear:
             raise NoCandidatesError(f"modules {not_linear} are not nn.Linear or Conv1D: LoRA cannot target them")
         names = list(dict.fromkeys(modules))
+        refused = [name for name in modules if lora_config is not None and not config_allows(lora_config, name)]
+        if refused:
+            raise InvalidConfigError(
+                f"modules {refused} are left out by lora_config (target_modules, exclude_modules, "
+                "layers_to_transform or modules_to_save): drop them from modules=, or change the config"
+            )
     else:
-        names = [name for name, module in named.items() if module_kind(name) and linear_shape(module) is not None]
+        by_config = explicit_targets(lora_config)
+        names = [name for name, module in named.items()
+                 if (by_config or module_kind(name)) and linear_shape(module) is not None]  # fmt: skip
+        if lora_config is not None:
+            names = [name for name in names if config_allows(lora_config, name)]
     wanted = wanted_kinds(kinds)
-    if wanted is None and modules is None:
-        wanted = set(ATTENTION_KINDS)
+    if wanted is None and modules is None and not explicit_targets(lora_config):
+        all_linear = lora_config is not None and lora_config.target_modules == ALL_LINEAR
+        wanted = set(KINDS if all_linear else ATTENTION_KINDS)
     wanted_layers = None if layers is None else {int(layer) for layer in layers}
     candidates = []
     for name in names:
@@ -151,13 +185,41 @@ def discover_candidates(
         num_params = r * (in_features + out_features)
         candidates.append(Candidate(name, layer, kind, in_features, out_features, num_params, is_conv1d(named[name])))
     if not candidates:
+        config_note = "" if lora_config is None else (
+            f", lora_config target_modules={lora_config.target_modules!r}, exclude_modules="
+            f"{lora_config.exclude_modules!r}, layers_to_transform={lora_config.layers_to_transform!r}"
+        )  # fmt: skip
         raise NoCandidatesError(
             f"no candidate module matched (kinds={sorted(wanted) if wanted else 'all'}, "
-            f"layers={sorted(wanted_layers) if wanted_layers is not None else 'all'}): no linear module of the "
-            "model has a known name (query/key/value, q_proj/k_proj/v_proj, c_attn, o_proj, up_proj, ...) under "
-            "that filter; widen kinds/layers or pass modules=[full module names]"
+            f"layers={sorted(wanted_layers) if wanted_layers is not None else 'all'}{config_note}): no linear module "
+            "of the model has a known name (query/key/value, q_proj/k_proj/v_proj, c_attn, o_proj, up_proj, ...) "
+            "under that filter; widen kinds/layers/the config's targets or pass modules=[full module names]"
         )
     return candidates
+
+
+def check_supported_model(model: nn.Module) -> None:
+    """``InvalidConfigError`` for a model the kernels cannot run: one that already carries a PEFT adapter, an
+    encoder-decoder (T5, BART: two stacks whose layers share indices), or a model whose input is not token ids
+    (vision, audio)."""
+    if type(model).__name__.startswith("Peft") or hasattr(model, "peft_config"):
+        raise InvalidConfigError(
+            "the model already carries a PEFT adapter: pass the base transformers model "
+            "(before get_peft_model), or peft_model.get_base_model() after unloading the adapter"
+        )
+    config = getattr(model, "config", None)
+    supported = "text encoders and decoders: BERT, RoBERTa, DistilBERT, GPT-2, Llama-style and OPT models"
+    if getattr(config, "is_encoder_decoder", False):
+        raise InvalidConfigError(
+            f"{type(model).__name__} is an encoder-decoder model, which the selector does not support: it supports "
+            f"{supported}; for T5/BART-style models choose target_modules by hand"
+        )
+    main_input = getattr(model, "main_input_name", "input_ids")
+    if main_input != "input_ids":
+        raise InvalidConfigError(
+            f"{type(model).__name__} takes {main_input!r}, not token ids: the selector supports {supported} "
+            "(vision and audio models are not supported)"
+        )
 
 
 def rank_options(candidates: Sequence[Candidate], ranks: Iterable[int]) -> list[Candidate]:

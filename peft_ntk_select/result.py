@@ -18,6 +18,7 @@ from torch import nn
 from .candidates import Candidate
 from .errors import InvalidConfigError, InvalidInputError
 from .kernels.lora_init import candidate_rank, option_a
+from .output import atomic_folder
 from .report import plot_report, spectrum_rows
 from .search import OBJECTIVES, Budget, Certificate, ScoredSubset, objective_values, score_subsets
 from .settings import RankingSettings
@@ -346,12 +347,24 @@ class SelectionResult:
             raise InvalidInputError(f"corrupt peft_ntk_select result: {err!r}") from err
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``result.json`` and the picked ``adapter_config.json`` (``LoraConfig.from_pretrained`` loads it)."""
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``result.json`` and the picked ``adapter_config.json`` (``LoraConfig.from_pretrained`` loads it)
+        into the folder ``directory``; return it.
+
+        The folder is written whole (``peft_ntk_select.output.atomic_folder``): into a hidden folder beside it,
+        then moved into place, so it holds only this result's files afterwards (an earlier run's ``report.png``
+        or ``stability.json`` are gone), and a save that fails or is interrupted leaves the earlier folder as it
+        was. ``InvalidConfigError`` (nothing written) when ``directory`` is a file, or a folder holding files
+        peft_ntk_select does not write (``OUTPUT_FILES``): those are the user's and are never replaced.
+        """
+        with atomic_folder(directory) as folder:
+            self._write(folder)
+        return Path(directory)
+
+    def _write(self, folder: Path) -> None:
+        """Write ``result.json`` and ``adapter_config.json`` into the existing ``folder`` as it is (no swap: the
+        caller writes other files beside them inside ``atomic_folder``, as the command line does)."""
         (folder / RESULT_FILE).write_text(json.dumps(self.to_dict()))
         self.lora_config.save_pretrained(str(folder))
-        return folder
 
     @classmethod
     def load(cls, directory: str | Path) -> SelectionResult:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -16,65 +15,29 @@ from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError
 from .inputs import prepare_samples
 from .kernels.compute import kernel_pass, resolve_engine, validate_kernel
+from .kernels.custody import exclusive_use, in_dtype, on_device
 from .kernels.forward import model_dtype_device
 from .kernels.head import HeadFit, fit_head, redraw_head, swapped_parameters
 from .kernels.lora_init import module_rank, validate_lora_config
 from .kernels.memory import MemoryPlan, default_max_memory, plan_memory
 from .kernels.outputs import default_output, is_token_level
 from .result import SelectionResult
+from .sample_checks import check_samples
 from .search import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_MAX_NODES,
     DEFAULT_MAX_SUBSETS,
     DEFAULT_OBJECTIVE,
     SearchSpace,
+    get_objective,
+    is_integer,
     regression_targets,
 )
 from .settings import KernelSettings, RankingSettings
 
 logger = logging.getLogger(__name__)
+DEFAULT_BUDGET = 3
 STABILITY_SUBSETS = 20_000  # stability() compares whole rankings up to this many subsets
-
-
-@contextmanager
-def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[None]:
-    """Run on ``device``: move the model there for the block and back afterwards (no-op when None)."""
-    if device is None:
-        yield
-        return
-    original = {param.device for param in model.parameters()} | {buf.device for buf in model.buffers()}
-    if len(original) != 1:
-        raise InvalidConfigError(
-            "the model is spread over several devices (device_map): leave device=None to run it where it is"
-        )
-    model.to(device)
-    try:
-        yield
-    finally:
-        model.to(original.pop())
-
-
-@contextmanager
-def _in_dtype(model: nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
-    """Run with every floating-point parameter and buffer cast to ``dtype``; the original tensors (not
-    re-cast copies) are put back afterwards, so nothing is rounded (no-op when None)."""
-    if dtype is None:
-        yield
-        return
-    parameters = [(p, p.data) for p in model.parameters() if p.is_floating_point()]
-    buffers = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
-               if buffer is not None and buffer.is_floating_point()]  # fmt: skip
-    try:
-        for parameter, data in parameters:
-            parameter.data = data.to(dtype)
-        for module, name, buffer in buffers:
-            module._buffers[name] = buffer.to(dtype)
-        yield
-    finally:
-        for parameter, data in parameters:
-            parameter.data = data
-        for module, name, buffer in buffers:
-            module._buffers[name] = buffer
 
 
 class NTKSelector:
@@ -90,8 +53,11 @@ class NTKSelector:
     Args:
         model: a transformers model (not a PeftModel); it is left exactly as it was.
         lora_config: the LoRA settings to select for (r, lora_alpha, use_rslora, patterns, task_type,
-            modules_to_save); its ``target_modules`` are ignored and it is never modified.
-        budget: number of modules in a subset (the default space, ``Budget(budget)``).
+            modules_to_save); it is never modified, and it is the contract: its ``target_modules`` (names, a regex
+            or ``"all-linear"``) are the candidate pool, and ``exclude_modules`` and ``layers_to_transform`` (with
+            ``layers_pattern``) take candidates out (``discover_candidates``); the pick's ``lora_config`` keeps them.
+        budget: number of modules in a subset (the default space, ``Budget(budget)``); None: 3, unless one of the
+            three options below defines the space instead (giving both is an error).
         param_budget: instead, every nonempty subset whose LoRA parameters sum to at most this; or kinds, e.g.
             ``("q", "v")``: the LoRA parameters of those kinds in every layer at the config's ``r``
             (``placement_params``: PEFT's default placement), so picks are compared at equal parameters.
@@ -145,7 +111,7 @@ class NTKSelector:
         model: nn.Module,
         lora_config: LoraConfig,
         *,
-        budget: int = 3,
+        budget: int | None = None,
         param_budget: int | Sequence[str] | str | None = None,
         layers_per_pick: int | None = None,
         kind_sets: Sequence[Sequence[str] | str] = (("q", "v"),),
@@ -177,7 +143,16 @@ class NTKSelector:
         max_memory: int | str | None = None,
     ) -> None:
         validate_lora_config(lora_config)
-        if param_budget is not None and not isinstance(param_budget, int):
+        spaces = [name for name, value in (("param_budget", param_budget), ("layers_per_pick", layers_per_pick),
+                                           ("space", space)) if value is not None]  # fmt: skip
+        if budget is not None and spaces:
+            raise InvalidConfigError(f"budget and {spaces[0]} each define the search space: give only one")
+        if param_budget is not None and not is_integer(param_budget):
+            if not _is_kinds(param_budget):
+                raise InvalidConfigError(
+                    f"param_budget={param_budget!r}: pass a number of LoRA parameters (an integer), or kinds whose "
+                    "placement in every layer sets it, e.g. param_budget=('q', 'v')"
+                )
             placement, param_budget = param_budget, placement_params(model, param_budget, lora_config.r)
             logger.info("param_budget: %s LoRA parameters, those of %s in every layer at r=%d", f"{param_budget:,}",
                         placement, lora_config.r)  # fmt: skip
@@ -188,9 +163,10 @@ class NTKSelector:
             show_progress=show_progress,
         )  # fmt: skip
         self.ranking_settings = RankingSettings(
-            budget=budget, param_budget=param_budget, layers_per_pick=layers_per_pick, kind_sets=kind_sets,
-            space=space, objective=objective, sigma=sigma, search=search, top=top, max_nodes=max_nodes,
-            time_limit=time_limit, beam_width=beam_width, max_subsets=max_subsets,
+            budget=DEFAULT_BUDGET if budget is None else budget, param_budget=param_budget,
+            layers_per_pick=layers_per_pick, kind_sets=kind_sets, space=space, objective=objective, sigma=sigma,
+            search=search, top=top, max_nodes=max_nodes, time_limit=time_limit, beam_width=beam_width,
+            max_subsets=max_subsets,
         )  # fmt: skip
         self.model = model
         self.lora_config = lora_config
@@ -200,6 +176,7 @@ class NTKSelector:
             kinds=self.kernel_settings.kinds,
             layers=self.kernel_settings.layers,
             modules=self.kernel_settings.modules,
+            lora_config=lora_config,
         )
         if self.kernel_settings.ranks is not None:
             check_rank_allocation(lora_config, self.ranking_settings)
@@ -254,6 +231,8 @@ class NTKSelector:
         settings = self.kernel_settings
         pad_token_id = getattr(getattr(self.model, "config", None), "pad_token_id", None)
         batch, indices = prepare_samples(data, num_samples=settings.num_samples, seed=seed, pad_token_id=pad_token_id)
+        check_samples(self.model, batch, needs_labels=self._needs_labels())
+        get_objective(self.ranking_settings.objective, "labels" in batch)  # labels it needs: before the kernels
         engine = resolve_engine(settings.engine, self.model)
         logger.info(
             "NTK selection: %d candidates, %d samples of length %d, engine=%s, output_mode=%s, kernel=%s",
@@ -261,8 +240,9 @@ class NTKSelector:
         )  # fmt: skip
         new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
         with (
-            _on_device(self.model, settings.device),
-            _in_dtype(self.model, settings.dtype),
+            exclusive_use(self.model),
+            on_device(self.model, settings.device),
+            in_dtype(self.model, settings.dtype),
             swapped_parameters(self.model, new_head),
         ):
             fit = self._fit_head(batch)
@@ -283,6 +263,11 @@ class NTKSelector:
             head_fit=None if fit is None else fit.summary(), init_seed=init_seed, kernel=kernel, base=settings.base,
             memory_plan=plan.summary(),
         )  # fmt: skip
+
+    def _needs_labels(self) -> bool:
+        """True when the kernels use the sample labels: the linear-probe head, or a sequence classifier's loss."""
+        settings = self.kernel_settings
+        return settings.head == "probe" or (settings.output_mode == "loss" and not is_token_level(self.model))
 
     def _plan_memory(self, batch: dict[str, torch.Tensor]) -> MemoryPlan:
         """The chunk plan under ``max_memory`` (default: a fraction of the device's free memory), logged."""
@@ -330,11 +315,12 @@ def check_rank_allocation(lora_config: LoraConfig, ranking: RankingSettings) -> 
 def find_ntk_target_modules(
     model: nn.Module,
     data: Any,
-    budget: int = 3,
+    budget: int | None = None,
     lora_config: LoraConfig | None = None,
     **selector_options: Any,
 ) -> list[str]:
-    """The full names of the ``budget`` modules ``NTKSelector`` picks, for ``LoraConfig(target_modules=...)``.
+    """The full names of the modules ``NTKSelector`` picks (``budget`` of them; None: 3, or a ``param_budget`` in
+    ``selector_options``), for ``LoraConfig(target_modules=...)``.
 
     The one-line form of ``NTKSelector(model, lora_config, budget=budget, **selector_options).select(data)``
     (like PEFT's ``find_kappa_target_modules``). ``lora_config`` None: ``LoraConfig(r=8, lora_alpha=8)`` with the
@@ -344,6 +330,11 @@ def find_ntk_target_modules(
     config = lora_config if lora_config is not None else LoraConfig(r=8, lora_alpha=8, task_type=_task_type(model))
     result = NTKSelector(model, config, budget=budget, **selector_options).select(data)
     return list(result.ranking[0].modules)
+
+
+def _is_kinds(value: object) -> bool:
+    """True for a kind name or a list of them (``param_budget=("q", "v")``)."""
+    return isinstance(value, str) or (isinstance(value, Iterable) and all(isinstance(kind, str) for kind in value))
 
 
 def _task_type(model: nn.Module) -> str | None:

@@ -16,6 +16,7 @@ import torch
 from .candidates import ALL_LINEAR, check_ranks
 from .errors import InvalidConfigError
 from .kernels.compute import validate_engine, validate_kernel
+from .kernels.custody import check_device
 from .kernels.head import HEADS
 from .kernels.memory import parse_memory
 from .kernels.outputs import OUTPUT_MODES
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .candidates import Candidate
 
 BASES = ("head", "none")
+MAX_SEED = 2**63
 
 
 def _positive(name: str, value: object, *, optional: bool = False, minimum: int = 1, hint: str = "") -> None:
@@ -50,6 +52,13 @@ def _positive(name: str, value: object, *, optional: bool = False, minimum: int 
         return
     if not is_integer(value) or value < minimum:  # type: ignore[operator]
         raise InvalidConfigError(f"{name}={value!r} must be an integer >= {minimum}{hint}")
+
+
+def _seed(name: str, value: object, *, optional: bool = False) -> None:
+    """A seed torch's generators take: an integer in [0, 2**63)."""
+    _positive(name, value, optional=optional, minimum=0)
+    if value is not None and value >= MAX_SEED:  # type: ignore[operator]
+        raise InvalidConfigError(f"{name}={value!r} is too large for torch's generators: pass an integer below 2**63")
 
 
 def _choice(name: str, value: object, choices: Sequence[object], meaning: str = "") -> None:
@@ -82,7 +91,8 @@ class KernelSettings:
     def __post_init__(self) -> None:
         _positive("num_samples", self.num_samples, minimum=2, hint=" (the paper uses 32)")
         for name in ("seed", "init_seed"):
-            _positive(name, getattr(self, name), optional=name == "init_seed", minimum=0)
+            _seed(name, getattr(self, name), optional=name == "init_seed")
+        check_device(self.device)
         validate_kernel(self.kernel)
         _choice("base", self.base, BASES, " ('head': the new head's kernel; 'none': K = 0)")
         _choice("head", self.head, HEADS)
@@ -112,7 +122,12 @@ def _as_tuple(name: str, value: object) -> tuple[Any, ...]:
         return (ALL_LINEAR,)
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise InvalidConfigError(f"{name}={value!r} must be a list: kinds=['q', 'v'] (or 'all-linear'), layers=[0, 5]")
-    return tuple(value)
+    items = tuple(value)
+    wrong = [item for item in items if not (is_integer(item) if name == "layers" else isinstance(item, str))]
+    if wrong:
+        expected = "layer indices (integers), e.g. layers=[0, 5]" if name == "layers" else "strings"
+        raise InvalidConfigError(f"{name}={value!r} holds {wrong[:3]}: pass {expected}")
+    return items
 
 
 @dataclass(frozen=True)

@@ -115,11 +115,16 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
     return tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes()
 
 
-def model_snapshot(model: torch.nn.Module) -> dict:
-    """Everything select() must leave unchanged: weights (bytes), flags, modes, hooks, module tree."""
+def model_snapshot(model: torch.nn.Module, identity: bool = True) -> dict:
+    """Everything select() must leave unchanged: weights (bytes, dtype, device), flags, modes, hooks, module tree,
+    and (``identity``; off to compare two models built alike) the very ``nn.Parameter`` objects under every name."""
     return {
-        "state": {k: (v.dtype, v.shape, _raw_bytes(v)) for k, v in model.state_dict().items()},
+        "state": {k: (v.dtype, v.shape, str(v.device), _raw_bytes(v)) for k, v in model.state_dict().items()},
         "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "parameters": {
+            k: (type(p).__name__, id(p) if identity else None)
+            for k, p in model.named_parameters(remove_duplicate=False)
+        },  # fmt: skip
         "training": {k: m.training for k, m in model.named_modules()},
         "modules": [(k, type(m).__name__) for k, m in model.named_modules()],
         "hooks": {

@@ -69,7 +69,7 @@ def test_rank_can_depend_on_the_module():
 
 
 def test_no_match_names_the_filters_and_the_fix():
-    with pytest.raises(NoCandidatesError, match="widen kinds/layers or pass modules="):
+    with pytest.raises(NoCandidatesError, match="widen kinds/layers/the config.s targets or pass modules="):
         discover_candidates(make_model("bert"), layers=[7])
 
 

@@ -120,7 +120,12 @@ def test_modules_to_save_with_non_linear_parameters_is_refused():
         selector(config=config, budget=1).select(make_batch())
 
 
-def test_candidate_inside_modules_to_save_is_refused():
+def test_modules_in_modules_to_save_are_not_candidates():
     config = LoraConfig(r=2, modules_to_save=["attention.self.query"])
-    with pytest.raises(InvalidConfigError, match="both candidates and in modules_to_save"):
-        selector(config=config, budget=1).select(make_batch())
+    assert {c.kind for c in selector(config=config, budget=1).candidates} == {"k", "v"}
+
+
+def test_explicit_module_inside_modules_to_save_is_refused():
+    config = LoraConfig(r=2, modules_to_save=["attention.self.query"])
+    with pytest.raises(InvalidConfigError, match="left out by lora_config"):
+        selector(config=config, budget=1, modules=["bert.encoder.layer.0.attention.self.query"])

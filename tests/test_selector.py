@@ -23,7 +23,8 @@ from tests.helpers import make_batch, make_model, model_snapshot
 def select(family="bert", config=None, data=None, **kw):
     model = make_model(family)
     config = config or LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
-    kw = {"budget": 2, "show_progress": False, **kw}
+    spaces = {"param_budget", "layers_per_pick", "space"} & set(kw)
+    kw = {**({} if spaces else {"budget": 2}), "show_progress": False, **kw}
     return model, NTKSelector(model, config, **kw).select(data if data is not None else make_batch())
 
 

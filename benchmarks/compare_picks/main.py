@@ -149,15 +149,15 @@ def split_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], Any, i
     from peft_ntk_select.cli.assets import minilm_path
 
     rows = read_rows(args.data)
-    if args.train_size + args.eval_size > len(rows):
-        raise BenchmarkError(f"--train-size + --eval-size = {args.train_size + args.eval_size} but the data has "
-                             f"{len(rows)} rows: lower them")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()) if args.model == DEMO else args.model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     texts = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
                            text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
-    order = random.Random(args.split_seed).sample(range(len(rows)), args.train_size + args.eval_size)
+    if args.train_size + args.eval_size > len(texts):
+        raise BenchmarkError(f"--train-size + --eval-size = {args.train_size + args.eval_size} but the data has "
+                             f"{len(texts)} labelled rows: lower them")  # fmt: skip
+    order = random.Random(args.split_seed).sample(range(len(texts)), args.train_size + args.eval_size)
     train = [texts[i] for i in order[: args.train_size]]
     held_out = [texts[i] for i in order[args.train_size :]]
     counts = np.bincount([example["labels"] for example in held_out])

@@ -125,7 +125,7 @@ def load_tokenizer(model_source: str) -> Any:
 def make_splits(rows: Rows, tokenizer: Any, sizes: tuple[int, int, int], seed: int, max_length: int = 64) -> Splits:
     """Tokenize ``rows`` (``text``, ``label``) with ``TokenizedTexts`` and cut them with ``split_indices``."""
     texts = TokenizedTexts(rows, tokenizer, text_column="text", label_column="label", max_length=max_length)
-    train, val, test = ([texts[i] for i in part] for part in split_indices(len(rows), sizes, seed))
+    train, val, test = ([texts[i] for i in part] for part in split_indices(len(texts), sizes, seed))
     labels = [example["labels"] for example in test]
     majority = max(labels.count(label) for label in set(labels)) / len(labels)
     return Splits(train, val, test, tokenizer, max(len(texts.label_names), 2), texts.label_names, majority)

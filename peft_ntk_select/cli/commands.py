@@ -9,11 +9,13 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import LoraConfig
 
 from ..candidates import PEFT_DEFAULT_KINDS, discover_candidates
@@ -24,14 +26,16 @@ from ..kernels import ENGINES
 from ..kernels.compute import KERNELS
 from ..kernels.head import HEADS
 from ..kernels.outputs import OUTPUT_MODES
+from ..output import atomic_folder, check_output_folder
 from ..result import RankedSubset, SelectionResult
 from ..search import DEFAULT_OBJECTIVE, OBJECTIVES, SEARCHES
 from ..selector import NTKSelector
 from ..settings import BASES
 from ..tables import format_number, format_table
-from .loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from .loading import DEMO, TokenizedTexts, column_names, load_classifier, read_rows
 
 logger = logging.getLogger("peft_ntk_select")
+MAX_SEED = 2**63  # torch's generators take seeds below this
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -47,6 +51,50 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (LoRA rank, token count, ...)."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A seed torch's generators take: an integer in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from err
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed {text} is out of range: pass an integer in [0, 2**63)")
+    return value
+
+
+def _device(text: str) -> str:
+    """A device this machine has: cpu, or cuda[:i] / mps / xpu where torch sees one."""
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: pass e.g. cpu or cuda") from err
+    if device.type == "meta":
+        raise argparse.ArgumentTypeError("meta holds no data, kernels cannot be computed on it: pass cpu or cuda")
+    if device.type == "cpu":
+        return text
+    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine (or this torch build) has no {device.type} device; "
+                                         "pass cpu")  # fmt: skip
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count()} {device.type} device(s), numbered "
+                                         "from 0")  # fmt: skip
+    return text
 
 
 def _param_budget(text: str) -> int | list[str]:
@@ -75,8 +123,11 @@ def _add_source_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data", default=DEMO, help="CSV, JSONL or datasets folder; 'demo' = real movie reviews")
     command.add_argument("--text-column", default="text", help="column holding the text")
     command.add_argument("--text-pair-column", default=None, help="column holding the second text of a pair")
-    command.add_argument("--label-column", default="label", help="column holding the class label")
-    command.add_argument("--max-length", type=int, default=128, help="tokens kept per example")
+    command.add_argument("--label-column", default=None, help="column holding the class label (default: 'label' "
+                         "when the data has it; needed only by --head probe, --output-mode loss and the label "
+                         "objectives). Values equal as numbers are one class (1, '1', 1.0); rows with an empty or "
+                         "null label are left out")  # fmt: skip
+    command.add_argument("--max-length", type=_positive_int, default=128, help="tokens kept per example")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_arguments(select)
     select.add_argument("--num-samples", type=int, default=32, help="samples the kernels are computed on")
-    select.add_argument("--budget", type=int, default=3, help="modules per subset")
+    select.add_argument("--budget", type=int, default=None, help="modules per subset (None: 3, unless "
+                        "--param-budget or --layers-per-pick defines the space instead)")  # fmt: skip
     select.add_argument("--param-budget", type=_param_budget, default=None, help="instead of --budget: every subset "
                         "whose LoRA parameters sum to at most this; or kinds, e.g. q,v: the parameters of those kinds "
                         "in every layer at --r (PEFT's default placement)")  # fmt: skip
@@ -111,14 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--kinds", type=_str_list, default=None, help="candidate kinds, e.g. q,v or all-linear "
                         "(q,k,v,qkv,o,up,down,gate); default: the attention kinds q,k,v,qkv")  # fmt: skip
     select.add_argument("--layers", type=_int_list, default=None, help="candidate layers, e.g. 0,5,11 (default: all)")
-    select.add_argument("--r", type=int, default=8, help="LoRA rank")
+    select.add_argument("--r", type=_positive_int, default=8, help="LoRA rank")
     select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")
     select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength sigma")
     select.add_argument("--engine", choices=["auto", *sorted(ENGINES)], default="auto",
                         help="kernel engine (auto: func, or hooks where torch.func cannot trace it)")  # fmt: skip
     select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
-    select.add_argument("--seed", type=int, default=0, help="seed of the sample draw, LoRA init and new head")
-    select.add_argument("--init-seed", type=int, default=None, help="seed of the LoRA A draw (default: --seed)")
+    select.add_argument("--seed", type=_seed, default=0, help="seed of the sample draw, LoRA init and new head")
+    select.add_argument("--init-seed", type=_seed, default=None, help="seed of the LoRA A draw (default: --seed)")
     select.add_argument("--kernel", choices=KERNELS, default="lora", help="lora: the kernel at the drawn A; "
                         "expected: its exact mean over A (deterministic); adam: Adam's SignGD kernel at the "
                         "drawn A")  # fmt: skip
@@ -138,13 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "stable the ranking is (costs 4 x RUNS kernel computations)")  # fmt: skip
     select.add_argument("--linearity", action="store_true", help="also run the linearity check (Algorithm 1) with "
                         "its default radii and 3 models per radius")  # fmt: skip
-    select.add_argument("--device", default=None, help="device to compute on, e.g. cuda (default: cpu)")
+    select.add_argument("--device", type=_device, default=None, help="device to compute on, e.g. cuda (default: cpu)")
     select.add_argument("--max-memory", default=None, help="cap on the memory the kernel pass adds, e.g. 8GB "
                         "(default: half the available RAM, 80%% of free GPU memory)")  # fmt: skip
-    select.add_argument("--top", type=int, default=10, help="ranked subsets shown (an exhaustive search ranks all "
-                        "of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
+    select.add_argument("--top", type=_positive_int, default=10, help="ranked subsets shown (an exhaustive search "
+                        "ranks all of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
     select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
-                        "report.png")  # fmt: skip
+                        "report.png; written whole (an earlier run's files there are replaced; a folder holding other "
+                        "files is refused)")  # fmt: skip
     select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     select.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     linearity = commands.add_parser(
@@ -170,9 +223,9 @@ def _add_linearity_arguments(linearity: argparse.ArgumentParser) -> None:
                            "the weights of the candidate modules (those LoRA would adapt)")  # fmt: skip
     linearity.add_argument("--kinds", type=_str_list, default=None, help="with --perturb candidates: candidate "
                            "kinds, e.g. q,v (default: all)")  # fmt: skip
-    linearity.add_argument("--seed", type=int, default=0, help="seed of the sample draw, directions and new head")
+    linearity.add_argument("--seed", type=_seed, default=0, help="seed of the sample draw, directions and new head")
     linearity.add_argument("--output", type=Path, default=None, help="folder for linearity.json and "
-                           "linearity.png")  # fmt: skip
+                           "linearity.png; written whole, as select's --output")  # fmt: skip
     linearity.add_argument("--json", action="store_true", help="print the curve as JSON on stdout")
     linearity.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
 
@@ -276,20 +329,55 @@ def json_summary(
     })  # fmt: skip
 
 
+def _needs_labels(args: argparse.Namespace) -> str | None:
+    """The option that makes this run need class labels, or None."""
+    if args.command != "select":
+        return None
+    if OBJECTIVES[args.objective].needs_targets:
+        return f"--objective {args.objective}"
+    if args.head == "probe":
+        return "--head probe"
+    if args.output_mode == "loss":
+        return "--output-mode loss"
+    return None
+
+
 def load_model_and_data(args: argparse.Namespace) -> tuple[Any, TokenizedTexts]:
-    """The classifier (head sized to the labels, drawn with --seed) and the tokenized rows of --data."""
+    """The classifier (head sized to the labels, drawn with --seed) and the tokenized rows of --data.
+
+    Without --label-column, the column ``label`` is used if the data has one; else the run goes without labels
+    (the head keeps the checkpoint's size), unless it needs them (``InvalidConfigError`` naming --label-column).
+    """
     rows = read_rows(args.data)
-    probe = TokenizedTexts(rows, None, text_column=args.text_column, label_column=args.label_column,
-                           text_pair_column=args.text_pair_column)  # fmt: skip
-    model, tokenizer = load_classifier(args.model, max(len(probe.label_names), 2), seed=args.seed)
-    data = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
+    label_column = args.label_column
+    if label_column is None:
+        label_column = "label" if "label" in column_names(rows) else None
+        needed_by = _needs_labels(args)
+        if label_column is None and needed_by is not None:
+            raise InvalidConfigError(f"{needed_by} needs class labels and the data has no column 'label': pass "
+                                     "--label-column with the column that holds them")  # fmt: skip
+    data = TokenizedTexts(rows, None, text_column=args.text_column, label_column=label_column,
                           text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
+    num_labels = max(len(data.label_names), 2) if label_column else None
+    model, data.tokenizer = load_classifier(args.model, num_labels, seed=args.seed)
     return model, data
+
+
+def _progress() -> bool:
+    """Progress bars only on a terminal: on a redirected stderr, lines are messages (one per failure)."""
+    return sys.stderr.isatty()
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """Refuse an unusable --output before any computation (see ``check_output_folder``)."""
+    if args.output is not None:
+        check_output_folder(args.output)
 
 
 def run_select(args: argparse.Namespace) -> None:
     if args.stability == 1 or args.stability < 0:
         raise InvalidConfigError(f"--stability {args.stability}: give 0 (off) or at least 2 runs to compare")
+    _check_output(args)
     model, data = load_model_and_data(args)
     config = LoraConfig(r=args.r, lora_alpha=args.lora_alpha, task_type="SEQ_CLS")
     selector = NTKSelector(
@@ -299,26 +387,30 @@ def run_select(args: argparse.Namespace) -> None:
         output_mode=args.output_mode, kinds=args.kinds, layers=args.layers, device=args.device,
         init_seed=args.init_seed, kernel=args.kernel, ranks=args.ranks,
         head=args.head, objective=args.objective, base=args.base, max_memory=args.max_memory,
+        show_progress=_progress(),
     )  # fmt: skip
     result = selector.select(data)
     seeds = range(args.stability)
     stability = selector.stability(data, seeds=seeds, sample_draws=seeds) if args.stability else None
     curve = (
-        linearity_curve(model, data, num_models=3, num_samples=args.num_samples, seed=args.seed)
+        linearity_curve(
+            model, data, num_models=3, num_samples=args.num_samples, seed=args.seed, show_progress=_progress()
+        )
         if args.linearity
         else None
     )
     extras = {"stability": stability, "linearity": curve}
     if args.output is not None:
-        result.save(args.output)
-        for name, value in extras.items():
-            if value is not None:
-                content = [r.to_dict() for r in value] if name == "stability" else value.to_dict()
-                (args.output / f"{name}.json").write_text(json.dumps(content))
-        try:
-            result.plot(args.output / "report.png", **extras)
-        except NTKSelectError as err:
-            logger.warning("report.png not written: %s", err)
+        with atomic_folder(args.output) as folder:
+            result._write(folder)
+            for name, value in extras.items():
+                if value is not None:
+                    content = [r.to_dict() for r in value] if name == "stability" else value.to_dict()
+                    (folder / f"{name}.json").write_text(json.dumps(content))
+            try:
+                result.plot(folder / "report.png", **extras)
+            except NTKSelectError as err:
+                logger.warning("report.png not written: %s", err)
     if args.json:
         print(json_summary(result, args.top, args.output, **extras))
     else:
@@ -351,17 +443,18 @@ def linearity_text(curve: LinearityCurve) -> str:
 def run_linearity(args: argparse.Namespace) -> None:
     if args.kinds is not None and args.perturb != "candidates":
         raise InvalidConfigError("--kinds chooses candidates: add --perturb candidates, or drop --kinds")
+    _check_output(args)
     model, data = load_model_and_data(args)
     candidates = discover_candidates(model, kinds=args.kinds) if args.perturb == "candidates" else None
     curve = linearity_curve(model, data, args.radii, args.num_models, num_samples=args.num_samples, seed=args.seed,
-                            perturb=args.perturb, candidates=candidates)  # fmt: skip
+                            perturb=args.perturb, candidates=candidates, show_progress=_progress())  # fmt: skip
     if args.output is not None:
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "linearity.json").write_text(json.dumps(curve.to_dict()))
-        try:
-            curve.plot(args.output / "linearity.png")
-        except NTKSelectError as err:
-            logger.warning("linearity.png not written: %s", err)
+        with atomic_folder(args.output) as folder:
+            (folder / "linearity.json").write_text(json.dumps(curve.to_dict()))
+            try:
+                curve.plot(folder / "linearity.png")
+            except NTKSelectError as err:
+                logger.warning("linearity.png not written: %s", err)
     print(json.dumps(curve.to_dict()) if args.json else linearity_text(curve))
     if args.output is not None and not args.json:
         print(f"wrote {args.output}/linearity.json and linearity.png")
@@ -370,8 +463,18 @@ def run_linearity(args: argparse.Namespace) -> None:
 COMMANDS = {"select": run_select, "linearity": run_linearity}
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``peft-ntk-select``; returns the exit status (errors: one line on stderr, status 1)."""
+    """Entry point of ``peft-ntk-select``; returns the exit status.
+
+    Every failure is one line on stderr: argument errors exit with status 2; typed errors (``NTKSelectError``)
+    and ``OSError`` print their message, any other exception its type and message, with status 1; Ctrl-C prints
+    ``interrupted``, status 130. ``--debug`` shows tracebacks and the library's warnings (routed through logging);
+    without it, warnings are silenced.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.debug:
@@ -379,11 +482,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
+    logging.captureWarnings(True)
     try:
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.simplefilter("ignore")
+            COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        sys.stderr.write("peft-ntk-select: interrupted\n")
+        return 130
     except (NTKSelectError, OSError) as err:
         if args.debug:
             raise
-        sys.stderr.write(f"peft-ntk-select: error: {err}\n")
+        sys.stderr.write(f"peft-ntk-select: error: {_one_line(str(err))}\n")
         return 1
+    except Exception as err:
+        if args.debug:
+            raise
+        first = _one_line(str(err).strip().splitlines()[0]) if str(err).strip() else ""
+        sys.stderr.write(f"peft-ntk-select: error: {type(err).__name__}: {first} (rerun with --debug for the "
+                         "traceback)\n")  # fmt: skip
+        return 1
+    finally:
+        logging.captureWarnings(False)
     return 0

@@ -31,6 +31,7 @@ from ..candidates import Candidate, discover_candidates
 from ..errors import InvalidConfigError, InvalidInputError
 from ..figures import new_figure
 from ..inputs import prepare_samples
+from ..kernels.custody import exclusive_use
 from ..kernels.forward import (
     evaluation_mode,
     feature_dtype,
@@ -373,7 +374,7 @@ def linearity_curve(
         "linearity check: %d samples, %d radii, %d models per radius, %d perturbed parameters",
         count, len(radii), num_models, len(names),
     )  # fmt: skip
-    with evaluation_mode(model), torch.no_grad(), _quiet_padding_warning(model):
+    with exclusive_use(model), evaluation_mode(model), torch.no_grad(), _quiet_padding_warning(model):
         embeds = input_embeddings(model, batch)
         input_distances = pairwise_distances(embeds)
         if not bool((input_distances > 0).any()):

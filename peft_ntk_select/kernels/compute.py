@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import InvalidConfigError, InvalidInputError, KernelComputationError
 from .base import base_probes
+from .custody import exclusive_use
 from .distributed import broadcast_kernels, is_main_process, sharded
 from .expected import DEFAULT_MEMORY_BUDGET, expected_kernels
 from .forward import check_padding_token, evaluation_mode, model_dtype_device, untraceable_reason
@@ -118,11 +119,12 @@ def compute_kernels(
     validate_memory_budget(memory_budget)
     output = output_mode or default_output(model)
     check_batch(model, batch, output)
-    return kernel_pass(
-        model, batch, candidates, lora_config, engine=resolve_engine(engine, model), output=output, seed=seed,
-        chunk_size=chunk_size, show_progress=show_progress, kernel=kernel, memory_budget=memory_budget,
-        candidate_passes=candidate_passes,
-    )  # fmt: skip
+    with exclusive_use(model):
+        return kernel_pass(
+            model, batch, candidates, lora_config, engine=resolve_engine(engine, model), output=output, seed=seed,
+            chunk_size=chunk_size, show_progress=show_progress, kernel=kernel, memory_budget=memory_budget,
+            candidate_passes=candidate_passes,
+        )  # fmt: skip
 
 
 def check_batch(model: nn.Module, batch: dict[str, torch.Tensor], output: str) -> None:

@@ -37,7 +37,7 @@ from peft import LoraConfig
 from torch import nn
 
 from ..errors import InvalidConfigError, KernelComputationError
-from .forward import feature_dtype, logits_of, model_dtype_device, model_inputs
+from .forward import evaluation_mode, feature_dtype, logits_of, model_dtype_device, model_inputs
 from .lora_init import expected_factor
 from .outputs import sample_outputs
 from .probes import LinearProbe, Probe, TokenProbe, gram
@@ -123,11 +123,13 @@ def token_gram(
 
 
 def output_count(model: nn.Module, batch: dict[str, torch.Tensor], output: str) -> int:
-    """c, the number of output components: 1 for ``margin`` and ``loss``; for ``trace``, from one sample's logits."""
+    """c, the number of output components: 1 for ``margin`` and ``loss``; for ``trace``, from one sample's logits
+    (run on the model's device, in eval mode)."""
     if output != "trace":
         return 1
-    one = {key: value[:1] for key, value in batch.items()}
-    with torch.no_grad():
+    _, device = model_dtype_device(model)
+    one = {key: value[:1].to(device) for key, value in batch.items()}
+    with torch.no_grad(), evaluation_mode(model):
         return int(sample_outputs(logits_of(model(**model_inputs(one))), one, output).shape[1])
 
 

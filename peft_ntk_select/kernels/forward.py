@@ -42,12 +42,17 @@ def is_dispatched(model: nn.Module) -> bool:
 
 def untraceable_reason(model: nn.Module) -> str | None:
     """Why ``torch.func`` cannot trace the model (None when it can): accelerate's dispatch hooks move weights
-    during the forward pass, and transformers' input require-grads hooks (gradient checkpointing,
-    ``enable_input_require_grads``) call ``requires_grad_`` inside the transform."""
+    during the forward pass, transformers' input require-grads hooks (gradient checkpointing,
+    ``enable_input_require_grads``) call ``requires_grad_`` inside the transform, and full backward hooks
+    (``register_full_backward_hook``) wrap tensors in a way ``vmap`` refuses."""
     if is_dispatched(model):
         return "the model is dispatched or offloaded by accelerate"
     if getattr(model, "_require_grads_hooks", None) or hasattr(model, "_require_grads_hook"):
         return "the model has input require-grads hooks (gradient checkpointing or enable_input_require_grads)"
+    hooked = [name or "the model" for name, module in model.named_modules()
+              if module._backward_hooks or module._backward_pre_hooks]  # fmt: skip
+    if hooked:
+        return f"{hooked[0]} has a full backward hook (register_full_backward_hook)"
     return None
 
 

@@ -77,10 +77,10 @@ def jacobians(
             except RuntimeError as err:
                 if "functorch transform" not in str(err):
                     raise
+                reason = untraceable_reason(model) or "one of its hooks does what a torch.func transform cannot"
                 raise KernelComputationError(
-                    "torch.func cannot trace this model: one of its hooks calls requires_grad_() (transformers adds "
-                    "such a hook with gradient_checkpointing_enable() or enable_input_require_grads()): use "
-                    "engine='hooks', which gives the same kernels"
+                    f"torch.func cannot trace this model ({reason}): use engine='hooks' (or 'auto'), which gives "
+                    "the same kernels"
                 ) from err
             for name, grads in jacobian.items():
                 parts[name].append(flatten_features(grads, lead=2))

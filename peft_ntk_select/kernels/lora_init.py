@@ -30,6 +30,7 @@ def validate_lora_config(config: LoraConfig) -> None:
         raise InvalidConfigError(
             f"lora_config is {type(config).__name__}: pass a peft.LoraConfig, e.g. LoraConfig(r=8, lora_alpha=8)"
         )
+    _check_ranks_and_alphas(config)
     init = config.init_lora_weights
     if not any(init is allowed or init == allowed for allowed in ADDITIVE_INITS):
         raise InvalidConfigError(
@@ -49,6 +50,23 @@ def validate_lora_config(config: LoraConfig) -> None:
             f"bias={config.bias!r} trains bias vectors, whose kernel is not modelled yet: select with "
             "bias='none', then set result.lora_config.bias if you wish"
         )
+
+
+def _check_ranks_and_alphas(config: LoraConfig) -> None:
+    """Typed errors for a rank that is not an integer >= 1 or an alpha that is not a finite number > 0, in
+    ``r``/``lora_alpha`` or in ``rank_pattern``/``alpha_pattern`` (PEFT takes them and fails later, or never)."""
+    ranks = {"r": config.r, **{f"rank_pattern[{key!r}]": value for key, value in (config.rank_pattern or {}).items()}}
+    for name, rank in ranks.items():
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise InvalidConfigError(f"lora_config {name}={rank!r}: a LoRA rank is an integer >= 1, e.g. r=8")
+    alphas = {"lora_alpha": config.lora_alpha,
+              **{f"alpha_pattern[{key!r}]": value for key, value in (config.alpha_pattern or {}).items()}}  # fmt: skip
+    for name, alpha in alphas.items():
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
+            raise InvalidConfigError(
+                f"lora_config {name}={alpha!r}: LoRA's alpha is a finite number > 0 (the scale is alpha / r), "
+                "e.g. lora_alpha=8"
+            )
 
 
 def module_rank(config: LoraConfig, name: str) -> int:

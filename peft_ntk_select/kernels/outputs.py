@@ -57,7 +57,7 @@ def _token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.T
     labels = batch.get("labels")
     if labels is None or labels.dim() != 2:
         labels = batch["input_ids"]
-    labels = labels.masked_fill(mask == 0, -100)
+    labels = labels.long().masked_fill(mask == 0, -100)  # int32 ids (numpy on Windows) as cross_entropy targets
     shifted = labels[:, 1:]
     token_loss = F.cross_entropy(
         _accurate(logits[:, :-1]).transpose(1, 2), shifted, ignore_index=-100, reduction="none"

@@ -45,7 +45,7 @@ from .objectives import DEFAULT_OBJECTIVE, OBJECTIVES, get_objective
 from .pool import with_slack
 from .scoring import ScoredSubset, by_size, check_sigma, objective_values, score_list
 from .spaces import Budget, ParamBudget, SearchSpace, Structured, is_integer
-from .spectral import all_psd, extreme_eigenvalues, ritz_lower_bounds, subset_kernels
+from .spectral import all_psd, eigenvalues, extreme_eigenvalues, ritz_lower_bounds, subset_kernels
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_SUBSETS = 200_000
 DEFAULT_MAX_NODES = 100_000
 DEFAULT_BEAM_WIDTH = 8
+SWAMPED = 1e-9  # sigma swamps the kernels when |lambda|max(K + all S_l) < SWAMPED * sigma
 DEFAULT_TOP = 10  # subsets kept by an ``"auto"`` search that is not exhaustive, when no ``top`` is given
 SEARCHES = ("exact", "exhaustive", "greedy", "beam")
 
@@ -130,7 +131,7 @@ def rank_subsets(
     """
     sigma = check_sigma(sigma)
     check_search_options(search, top, beam_width, max_nodes, time_limit)
-    _check_inputs(contributions, base_kernel)
+    _check_inputs(contributions, base_kernel, targets)
     search_space = _resolve_space(contributions.shape[0], budget, space)
     chosen = get_objective(objective, targets is not None)
     return search_subsets(
@@ -172,6 +173,7 @@ def search_subsets(
         ranking, certificate = _exact(run, (max_nodes, time_limit, started))
     else:
         ranking, certificate = _beam(run, search, 1 if search == "greedy" else beam_width)
+    warn_if_meaningless(run.parts, run.base, sigma, ranking)
     return SearchResult(ranking, replace(certificate, seconds=time.perf_counter() - started))
 
 
@@ -307,13 +309,40 @@ def check_exhaustive(space: SearchSpace, num_candidates: int, max_subsets: int, 
     return count
 
 
-def _check_inputs(contributions: torch.Tensor, base_kernel: torch.Tensor) -> None:
+def _check_inputs(contributions: torch.Tensor, base_kernel: torch.Tensor, targets: torch.Tensor | None) -> None:
     shape = tuple(contributions.shape)
     if len(shape) != 3 or shape[1] != shape[2] or tuple(base_kernel.shape) != shape[1:]:
         raise InvalidInputError(
             f"contributions must be (L, n, n) and base_kernel (n, n), got {shape} and {tuple(base_kernel.shape)}: "
             "pass S and K as returned by compute_kernels"
         )
+    named = {"contributions": contributions, "base_kernel": base_kernel, "targets": targets}
+    bad = [name for name, tensor in named.items() if tensor is not None and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise InvalidInputError(
+            f"{' and '.join(bad)} hold nan or inf entries, so every score would be nan and the ranking arbitrary: "
+            "recompute the kernels (in float32 or float64 for a half-precision model) or fix the labels"
+        )
+
+
+def warn_if_meaningless(
+    contributions: torch.Tensor, base_kernel: torch.Tensor, sigma: float, ranking: Sequence[ScoredSubset]
+) -> None:
+    """Log a warning where the ranking cannot mean anything: sigma swamps every kernel (every ratio is 1 up to
+    rounding), or the best subsets tie (the kernels do not tell them apart; the order among them is by index)."""
+    scale = float(eigenvalues(base_kernel.double() + contributions.double().sum(dim=0)).abs().max())
+    if scale < SWAMPED * sigma:
+        logger.warning(
+            "sigma=%g swamps every kernel (largest eigenvalue of K + all S_l: %.3g), so every subset scores alike: "
+            "choose sigma far below the kernels' scale, e.g. 1e-4 times it (%.3g)", sigma, scale, 1e-4 * scale,
+        )  # fmt: skip
+        return
+    tied = [entry for entry in ranking if entry.score == ranking[0].score]
+    if len(ranking) > 1 and len(tied) > 1:
+        logger.warning(
+            "the best %d ranked subsets tie at score %.6g: the kernels do not tell them apart (equal or zero "
+            "contributions?), and the order among them is by candidate index", len(tied), ranking[0].score,
+        )  # fmt: skip
 
 
 def _resolve_space(num_candidates: int, budget: object, space: object) -> SearchSpace:

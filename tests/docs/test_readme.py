@@ -406,3 +406,16 @@ def test_the_library_defaults_are_what_the_registered_rule_picks_from_the_commit
     assert defaults["kernel"] == chosen["kernel"]
     assert defaults["kinds"] is None and chosen["kinds"] == "attention"  # None: the attention kinds q, k, v, qkv
     assert defaults["ranks"] is None and chosen["ranks"] is None
+
+
+def test_the_errors_table_lists_every_typed_error_with_its_builtin_base():
+    import peft_ntk_select
+    from peft_ntk_select import NTKSelectError
+
+    typed = [value for value in vars(peft_ntk_select).values() if isinstance(value, type)]
+    errors = {error.__name__: error for error in typed if issubclass(error, NTKSelectError)}
+    errors.pop("NTKSelectError")
+    rows = {row[0].strip("`"): row[1].strip("`") for row in table(section(README, "## Errors"), "error")}
+    assert set(rows) == set(errors)
+    for name, base in rows.items():
+        assert base in {cls.__name__ for cls in errors[name].__mro__[1:]}, name

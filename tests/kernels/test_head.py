@@ -96,7 +96,7 @@ def test_probed_result_round_trips_through_json():
 
 def test_probe_needs_labels():
     selector = NTKSelector(make_model("bert"), CONFIG, budget=1, head="probe", show_progress=False)
-    with pytest.raises(InvalidInputError, match="needs integer class labels"):
+    with pytest.raises(InvalidInputError, match="this selection needs labels"):
         selector.select(make_batch(labels=None))
 
 

@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from peft_ntk_select.errors import InvalidConfigError, SearchSpaceTooLargeError
+from peft_ntk_select.errors import InvalidConfigError, InvalidInputError, SearchSpaceTooLargeError
 from peft_ntk_select.search import rank_subsets
 from peft_ntk_select.search.spectral import (
     kernel_ridge_risk,
@@ -115,6 +115,31 @@ def test_rank_subsets_rejects_a_sigma_that_is_not_positive(sigma):
     contributions, base = _small_search()
     with pytest.raises(InvalidConfigError, match=r"sigma=.* must be a finite number > 0"):
         rank(contributions, base, sigma=sigma, budget=2)
+
+
+@pytest.mark.parametrize("where", ["contributions", "base_kernel", "targets"])
+def test_rank_subsets_refuses_nan_in_the_kernels_or_targets(where):
+    contributions, base = _small_search()
+    inputs = {"contributions": contributions, "base_kernel": base, "targets": torch.ones(3, 1, dtype=torch.float64)}
+    inputs[where] = inputs[where].clone()
+    inputs[where].view(-1)[0] = float("nan")
+    with pytest.raises(InvalidInputError, match=f"{where} hold nan or inf entries"):
+        rank(inputs["contributions"], inputs["base_kernel"], sigma=1e-4, budget=2, targets=inputs["targets"])
+
+
+def test_rank_subsets_warns_when_sigma_swamps_the_kernels_or_the_best_subsets_tie(caplog):
+    contributions, base = _small_search()
+    with caplog.at_level("WARNING", logger="peft_ntk_select"):
+        rank(contributions, base, sigma=1e12, budget=2)
+    assert "sigma=1e+12 swamps every kernel" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="peft_ntk_select"):
+        rank(contributions[[0, 0, 0]], base, sigma=1e-4, budget=2)
+    assert "the best 3 ranked subsets tie" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="peft_ntk_select"):
+        rank(contributions, base, sigma=1e-4, budget=2)
+    assert caplog.text == ""
 
 
 # rank_subsets: the ranking
