@@ -154,6 +154,38 @@ def test_a_real_process_prints_one_line_and_no_traceback(model_dir, three_label_
     assert line.startswith("peft-ntk-select: error: ") and message in line
 
 
+# every CLI case of issue 15, each in a real process (slow: an interpreter per case; CI runs them)
+
+ISSUE_CASES = [
+    (["--data", "latin1.csv"], 1, "is not UTF-8 text"),
+    (["--data", "array_row.jsonl"], 1, "is a JSON array, not an object"),
+    (["--data", "null_text.jsonl"], 1, "the text is missing (null)"),
+    (["--data", "number_text.jsonl"], 1, "the text is a number (7), not text"),
+    (["--data", "list_label.jsonl"], 1, "the label is an array ([0, 1]), not a class"),
+    (["--model", "three_labels"], 1, "has a trained classification head with 3 outputs"),
+    (["--r", "0"], 2, "argument --r: expected an integer >= 1"),
+    (["--max-length", "-1"], 2, "argument --max-length: expected an integer >= 1"),
+    (["--device", "meta"], 2, "meta holds no data"),
+    (["--device", "cuda:99" if torch.cuda.is_available() else "cuda"], 2, "argument --device"),
+    (["--init-seed", str(2**70)], 2, "is out of range"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "status", "message"), ISSUE_CASES)
+def test_each_listed_failure_is_one_line_and_a_nonzero_exit_in_a_real_process(
+    model_dir, three_label_dir, data_dir, args, status, message
+):
+    sources = {"--model": model_dir, "--data": data_dir / "good.csv"}
+    option, value = args
+    if option in sources:
+        sources[option] = three_label_dir if value == "three_labels" else data_dir / value
+        args = []
+    done = run_subprocess(*[item for pair in sources.items() for item in pair], "--num-samples", 2, *args)
+    assert done.returncode == status
+    assert message in one_line(done.stderr)
+
+
 # labels: normalised, optional where not needed
 
 
