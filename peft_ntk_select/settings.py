@@ -121,7 +121,10 @@ def _as_tuple(name: str, value: object) -> tuple[Any, ...]:
     if name == "kinds" and value == ALL_LINEAR:
         return (ALL_LINEAR,)
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise InvalidConfigError(f"{name}={value!r} must be a list: kinds=['q', 'v'] (or 'all-linear'), layers=[0, 5]")
+        what = "one string" if isinstance(value, (str, bytes)) else "not a list"
+        raise InvalidConfigError(
+            f"{name}={value!r} is {what}: pass a list, kinds=['q', 'v'] (or 'all-linear'), layers=[0, 5]"
+        )
     items = tuple(value)
     wrong = [item for item in items if not (is_integer(item) if name == "layers" else isinstance(item, str))]
     if wrong:

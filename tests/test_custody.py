@@ -22,6 +22,7 @@ from transformers import (
 
 from peft_ntk_select import (
     InvalidConfigError,
+    InvalidInputError,
     KernelComputationError,
     NTKSelector,
     compute_kernels,
@@ -126,6 +127,8 @@ def test_tied_weights_are_not_a_shared_module():
         ({"layers": ["a"]}, "layer indices"),
         ({"layers": [0.7]}, "layer indices"),
         ({"kinds": [1]}, "strings"),
+        ({"kinds": "qv"}, "kinds='qv' is one string"),
+        ({"kinds": ["qv"]}, "unknown kinds \\['qv'\\]"),
         ({"budget": 2, "param_budget": 100}, "budget and param_budget each define the search space"),
     ],
 )
@@ -286,3 +289,19 @@ class TestTheConfigIsTheContract:
         config = LoraConfig(r=2, lora_alpha=2, target_modules=["query"], layers_to_transform=[7])
         with pytest.raises(Exception, match="layers_to_transform=\\[7\\]"):
             selector(make_model("bert"), config=config)
+
+
+def test_score_and_config_for_refuse_a_module_named_twice():
+    result = selector(make_model("bert")).select(make_batch())
+    query = result.candidates[0].name
+    for method in (result.score, result.config_for):
+        with pytest.raises(InvalidConfigError, match="name a module twice"):
+            method([query, query])
+
+
+def test_a_model_built_on_meta_is_refused_by_the_selector_before_anything_runs():
+    with torch.device("meta"):
+        model = make_model("bert")
+    with pytest.raises(InvalidInputError, match="weights are on 'meta'"):
+        selector(model).select(make_batch())
+    assert all(param.device.type == "meta" for param in model.parameters())
