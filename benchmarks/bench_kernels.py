@@ -34,6 +34,8 @@ GOAL = 1.3  # the issue's target: every engine within 1.3x of the floor on CPU
 KERNEL_GOAL = 1.5  # the adam (SignGD) kernel pass against the lora kernel pass of the same engine
 ENGINE_NAMES = ("func", "hooks", "reference")
 ALL_ENGINES = (*ENGINE_NAMES, "baseline")
+SELECT = "select"  # the whole NTKSelector.select (data -> LoraConfig): asked for by name, not in the default
+SELECT_INFO = ("search_s", "optimal", "engine", "plan_peak_mib", "plan_cap_mib", "pick_modules", "pick_params")
 QUICK = {"repeats": 2, "reference_n": 4, "baseline_n": 4}  # with the shape of harness.QUICK_SHAPE
 DEFAULTS = {"repeats": 3, "reference_n": 8, "baseline_n": 8}  # with the shape of harness.SHAPE_DEFAULTS
 
@@ -82,8 +84,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--engines",
         default=",".join(ALL_ENGINES),
-        help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs) [all]",
+        help=f"comma-separated subset of {','.join(ALL_ENGINES)} (the floor always runs), and {SELECT}: the whole "
+        f"NTKSelector.select at the first chunk size (engine auto, spectra, search, result) [all but {SELECT}]",
     )
+    parser.add_argument("--kinds", default=None, help="candidate kinds, e.g. q,v or all-linear [q,k,v,qkv]")
+    parser.add_argument("--param-budget", default=None, help=f"{SELECT}: the space, a parameter budget as kinds "
+                        "(q,v: PEFT's default placement) or a number; default: --budget modules")  # fmt: skip
+    parser.add_argument("--max-memory", default=None, help=f"{SELECT}: NTKSelector's max_memory, e.g. 40GB [None]")
+    parser.add_argument("--time-limit", type=float, default=60.0, help=f"{SELECT}: search time limit, s [60]")
     parser.add_argument("--chunk-sizes", default="8,32", help="chunk sizes for the func and hooks engines [8,32]")
     parser.add_argument("--kernels", default="lora", help="kernels per engine row, e.g. lora,adam: each one after "
                         "lora gets its own rows and its cost against the lora row [lora]")  # fmt: skip
@@ -104,9 +112,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     harness.resolve_shape(args, parser, DEFAULTS, QUICK)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(args.engines) - set(ALL_ENGINES))
+    unknown = sorted(set(args.engines) - {*ALL_ENGINES, SELECT})
     if unknown:
-        parser.error(f"unknown engines {unknown}: choose among {ALL_ENGINES}")
+        parser.error(f"unknown engines {unknown}: choose among {(*ALL_ENGINES, SELECT)}")
+    if args.kinds is not None:
+        args.kinds = "all-linear" if args.kinds == "all-linear" else [k.strip() for k in args.kinds.split(",") if k]
+    if args.param_budget is not None:
+        text = args.param_budget.strip()
+        args.param_budget = int(text) if text.isdigit() else [k.strip() for k in text.split(",") if k.strip()]
     args.chunk_sizes = [int(c) for c in args.chunk_sizes.split(",") if c.strip()]
     args.kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     if args.kernels[:1] != ["lora"] or not set(args.kernels) <= {"lora", "expected", "adam"}:
@@ -145,6 +158,9 @@ def plan(args: argparse.Namespace) -> list[Item]:
         items.append(
             Item("baseline", "baseline", f"authors' jacrev, 1 subset of {args.budget}", args.baseline_n, "baseline")
         )
+    if SELECT in args.engines:
+        chunk = args.chunk_sizes[0]
+        items.append(Item(SELECT, SELECT, f"whole select, chunk_size={chunk}", args.n, SELECT, chunk))
     return items
 
 
@@ -161,7 +177,7 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
 
     model, batch = harness.build_model(args)
     batch = {key: value[: item.n_run] for key, value in batch.items()}
-    candidates = discover_candidates(model, rank=args.rank)
+    candidates = discover_candidates(model, rank=args.rank, kinds=args.kinds)
     info: dict[str, Any] = {"candidates": len(candidates), "parameters": sum(p.numel() for p in model.parameters())}
 
     if item.kind in ("floor", "floor_c"):
@@ -201,7 +217,33 @@ def make_runner(item: Item, args: argparse.Namespace) -> tuple[Callable[[], Any]
 
         return run, info
 
+    if item.kind == SELECT:
+        return _select_runner(model, batch, lora_config, item, args, info)
     return _baseline_runner(model, batch, candidates, args, info)
+
+
+def _select_runner(model, batch, lora_config, item: Item, args: argparse.Namespace, info: dict[str, Any]):
+    """The whole selection, data to LoraConfig; each run returns what the table adds: the search's time and
+    exactness, the memory plan's estimated peak and the pick's size."""
+    from peft_ntk_select import NTKSelector
+
+    space = {"param_budget": args.param_budget} if args.param_budget is not None else {"budget": args.budget}
+    selector = NTKSelector(
+        model, lora_config, kinds=args.kinds, num_samples=item.n_run, chunk_size=item.chunk, output_mode=args.output,
+        max_memory=args.max_memory, time_limit=args.time_limit, show_progress=False, **space,
+    )  # fmt: skip
+
+    def run() -> dict[str, Any]:
+        result = selector.select(batch)
+        plan, best = result.memory_plan or {}, result.ranking[0]
+        return {
+            "search_s": result.certificate.seconds, "optimal": result.certificate.optimal, "engine": result.engine,
+            "plan_peak_mib": plan.get("estimated_peak", math.nan) / 2**20,
+            "plan_cap_mib": plan.get("max_memory", math.nan) / 2**20,
+            "pick_modules": len(best.modules), "pick_params": best.num_params,
+        }  # fmt: skip
+
+    return run, info
 
 
 def baseline_modules(candidates: Sequence[Any], budget: int) -> list[str]:
@@ -286,18 +328,18 @@ def _worker(item: Item, args: argparse.Namespace, conn) -> None:
                 torch.cuda.reset_peak_memory_stats()
                 torch.cuda.synchronize()
                 wall0, cpu0 = time.perf_counter(), time.process_time()
-                run()
+                extra = run()
                 torch.cuda.synchronize()
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                 peak = torch.cuda.max_memory_allocated() - base
             else:
                 with harness.PeakRss() as meter:
                     wall0, cpu0 = time.perf_counter(), time.process_time()
-                    run()
+                    extra = run()
                     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
                 peak = meter.peak - base
             gc.collect()
-            conn.send(("ok", {"wall": wall, "cpu": cpu, "peak_mib": max(peak, 0) / 2**20}))
+            conn.send(("ok", {"wall": wall, "cpu": cpu, "peak_mib": max(peak, 0) / 2**20, "info": extra or {}}))
     except BaseException:  # report anything (MemoryError included) to the parent, which prints it
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -379,6 +421,7 @@ def run_rounds(items: list[Item], args: argparse.Namespace) -> list[Row]:
                 row.walls.append(payload["wall"])
                 row.cpus.append(payload["cpu"])
             row.peaks.append(payload["peak_mib"])
+            row.info.update(payload["info"])
             if args.order == "sequential" and round_index == total - 1:
                 conn.send("release")
                 status, payload = _receive(conn)
@@ -435,7 +478,7 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
     out = []
     for row in rows:
         entry: dict[str, Any] = {"key": row.item.key, "label": row.item.label, "n_run": row.item.n_run}
-        entry.update({k: v for k, v in row.info.items() if k in ("modules", "lora_params", "threads")})
+        entry.update({k: v for k, v in row.info.items() if k in ("modules", "lora_params", "threads", *SELECT_INFO)})
         if row.error or not row.walls:
             entry["error"] = (row.error or "no timed run").strip().splitlines()[-1]
             if row.error:
@@ -464,6 +507,12 @@ def summarize(rows: list[Row], args: argparse.Namespace) -> dict[str, Any]:
         plain = walls.get(entry["key"].split(":")[0])
         if ":" in entry["key"] and entry.get("wall_s") and plain:
             entry["x_lora"] = entry["wall_s"] / plain
+        if entry["key"] == SELECT and entry.get("wall_s"):  # the whole select against its engine's kernel pass
+            passes = [walls.get(f"{engine}@{args.chunk_sizes[0]}") for engine in ("func", "hooks")]
+            kernel_pass = walls.get(f"{entry.get('engine')}@{args.chunk_sizes[0]}") or min(filter(None, passes),
+                                                                                        default=None)  # fmt: skip
+            if kernel_pass:
+                entry["x_kernel_pass"] = entry["wall_s"] / kernel_pass
     return {"floor_s": floor_wall, "rows": out}
 
 
@@ -581,6 +630,16 @@ def verdicts(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"{_fmt_time(slow)} at chunk_size={slow_key.split('@')[1]}, {slow / fast:.2f}x)"
                 + (" - under 5%: a tie within noise" if slow / fast < 1.05 else "")
             )
+    if SELECT in rows:
+        entry = rows[SELECT]
+        lines.append(
+            f"Whole select ({entry.get('engine')} engine, data to LoraConfig): {_fmt_time(entry['wall_s'])}"
+            + (f", {entry['x_kernel_pass']:.2f}x its kernel pass" if "x_kernel_pass" in entry else "")
+            + f"; search {_fmt_time(entry['search_s'])} ({'optimal' if entry['optimal'] else 'not proven optimal'})"
+            f"; pick {entry['pick_modules']} modules, {entry['pick_params']:,} LoRA parameters; memory plan: cap "
+            f"{entry['plan_cap_mib']:.0f} MiB, estimated peak {entry['plan_peak_mib']:.0f} MiB, measured peak "
+            f"{entry['peak_mib']:.0f} MiB"
+        )
     for entry in rows.values():
         if "x_lora" in entry:
             met = entry["x_lora"] <= KERNEL_GOAL

@@ -5,11 +5,17 @@
 #      authors' jacrev baseline at n=2 (scaled to n);
 #   2. Llama shape (hidden 2048, 16 layers, 32 heads, 8 kv heads, intermediate 5632, vocab 32000: 0.79B
 #      parameters), bfloat16, n=32, T=512, 48 candidates: the same rows;
-#   3, 4. only if time is left: the same two models with output margin (one backward), floor, func, hooks.
+#   3. Llama-2-7B shape (hidden 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000: 6.7B parameters,
+#      about 13.5 GB), bfloat16, n=32, T=512, every linear module a candidate (224), space: the LoRA parameters
+#      of PEFT's default placement (q,v at r=8), max_memory 40GB: floor, func, and the whole select (time,
+#      search time, the memory plan's estimate against the measured peak);
+#   4, 5. only if time is left: the first two models with output margin (one backward), floor, func, hooks.
+# Steps 1 and 2 also time the whole select (data to LoraConfig) beside the kernel pass.
 # Rows run one after another (--order sequential): the GPU holds one row's working memory at a time.
 # Every step runs under `timeout`, inside an overall budget (GPU_BENCH_BUDGET_S, default 330 s).
 # Results: $OUT/gpu_bench.log (everything), $OUT/summary.txt (tables), $OUT/<step>.json (bench_kernels --json).
-# GPU_BENCH_SMOKE=1: tiny sizes on the CPU, to check the whole path anywhere. GPU_BENCH_PYTHON picks the
+# GPU_BENCH_SMOKE=1: tiny sizes on the CPU, to check the whole path anywhere. GPU_BENCH_STEPS=a,b runs only
+# those steps (the test suite's dry run: roberta_fp32,llama7b_select). GPU_BENCH_PYTHON picks the
 # interpreter [python3; smoke: .venv/bin/python if present]. Nothing outside the repo is needed.
 set -euo pipefail
 
@@ -19,7 +25,7 @@ OUT=${OUT:-./gpu_out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 SMOKE=${GPU_BENCH_SMOKE:-0}
-if [[ $SMOKE == 1 ]]; then DEFAULT_BUDGET=900; else DEFAULT_BUDGET=330; fi
+if [[ $SMOKE == 1 ]]; then DEFAULT_BUDGET=600; else DEFAULT_BUDGET=450; fi
 BUDGET=${GPU_BENCH_BUDGET_S:-$DEFAULT_BUDGET}
 if [[ -n ${GPU_BENCH_PYTHON:-} ]]; then
     PY=$GPU_BENCH_PYTHON
@@ -41,17 +47,27 @@ if [[ $SMOKE == 1 ]]; then
     ROBERTA=(--arch roberta --dtype float32 --layers 2 --hidden 64 --heads 4 --intermediate 128 --vocab 1000)
     LLAMA=(--arch llama --dtype bfloat16 --layers 2 --hidden 64 --heads 4 --kv-heads 2 --intermediate 128
         --vocab 1000)
-    SIZE=(--n 4 --length 16 --repeats 1 --warmup 1 --threads 1 --order sequential)
-    CHUNKS=2,4
+    LLAMA7B=(--arch llama --dtype bfloat16 --layers 2 --hidden 64 --heads 4 --kv-heads 4 --intermediate 176
+        --vocab 1000)
+    SIZE=(--n 4 --length 16 --repeats 1 --warmup 0 --threads 1 --order sequential)
+    CHUNKS=2
+    ENGINES=func,hooks,select
+    MAX_MEMORY=1GB
+    COMMON+=(--no-floor-c)
 else
     DEVICE=cuda
     ROBERTA=(--arch roberta --dtype float32 --layers 12 --hidden 768 --heads 12 --intermediate 3072 --vocab 50265)
     LLAMA=(--arch llama --dtype bfloat16 --layers 16 --hidden 2048 --heads 32 --kv-heads 8 --intermediate 5632
         --vocab 32000)
     # 2 CPU threads per worker: up to 8 workers build their models at once on 16 cores
+    LLAMA7B=(--arch llama --dtype bfloat16 --layers 32 --hidden 4096 --heads 32 --kv-heads 32 --intermediate 11008
+        --vocab 32000)
     SIZE=(--n 32 --length 512 --repeats 3 --warmup 1 --threads 2 --order sequential)
     CHUNKS=8,32
+    ENGINES=func,hooks,reference,baseline,select
+    MAX_MEMORY=40GB
 fi
+SIZE_7B=("${SIZE[@]}" --repeats 1 --warmup 0) # one timed run of each 7B row (the last flag wins)
 
 START=$SECONDS
 STATUS=()
@@ -59,6 +75,10 @@ STATUS=()
 step() { # step NAME LIMIT_S MIN_S COMMAND...: run COMMAND under timeout, within what is left of the budget
     local name=$1 limit=$2 min=$3
     shift 3
+    if [[ -n ${GPU_BENCH_STEPS:-} && ,$GPU_BENCH_STEPS, != *",$name,"* ]]; then
+        STATUS+=("$name: not asked (GPU_BENCH_STEPS)")
+        return 0
+    fi
     local left=$((BUDGET - (SECONDS - START) - 5))
     if ((left < min)); then
         echo "=== SKIPPED $name: ${left} s of the ${BUDGET} s budget left, it needs at least ${min} s"
@@ -113,11 +133,14 @@ main() {
     fi
 
     step roberta_fp32 120 60 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
-        --output trace --engines func,hooks,reference,baseline --chunk-sizes "$CHUNKS" --device "$DEVICE" \
+        --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/roberta_fp32.json"
     step llama_bf16 170 80 "$PY" "${BENCH[@]}" "${LLAMA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
-        --output trace --engines func,hooks,reference,baseline --chunk-sizes "$CHUNKS" --device "$DEVICE" \
+        --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/llama_bf16.json"
+    step llama7b_select 150 90 "$PY" "${BENCH[@]}" "${LLAMA7B[@]}" "${SIZE_7B[@]}" "${COMMON[@]}" --no-floor-c \
+        --output trace --engines func,select --chunk-sizes "${CHUNKS%%,*}" --kinds all-linear --param-budget q,v \
+        --max-memory "$MAX_MEMORY" --time-limit 30 --device "$DEVICE" --json "$OUT/llama7b_select.json"
     # optional, if time is left: one backward per sample (output margin), where on CPU the engines met 1.3x
     step roberta_fp32_margin 60 45 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output margin --engines func,hooks --chunk-sizes 8 --device "$DEVICE" --json "$OUT/roberta_fp32_margin.json"
