@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,17 +162,33 @@ def read_runs(
 
 
 def append_run(path: Path, row: Mapping[str, Any], fields: Sequence[str] = RUN_FIELDS) -> None:
-    """Append one run to ``runs.csv`` (its ``fields``, header first when new) and flush it to disk."""
-    new = not path.is_file() or path.stat().st_size == 0
-    cut = not new and not path.read_bytes().endswith(b"\n")  # the last write was interrupted
-    with path.open("a", newline="", encoding="utf-8") as handle:
+    """Append one run to ``runs.csv`` (its ``fields``, header first when new) and flush it to disk, holding an
+    exclusive lock on the file (POSIX), so that several processes (``equal_params --shard``) may append."""
+    with path.open("a", newline="", encoding="utf-8") as handle, _exclusive(handle):
+        size = path.stat().st_size
+        cut = size > 0 and not path.read_bytes().endswith(b"\n")  # the last write was interrupted
         writer = csv.DictWriter(handle, fieldnames=fields)
-        if new:
+        if size == 0:
             writer.writeheader()
         if cut:
             handle.write("\r\n")
         writer.writerow({name: row[name] for name in fields})
         handle.flush()
+
+
+@contextlib.contextmanager
+def _exclusive(handle: Any) -> Iterator[None]:
+    """An exclusive ``flock`` on an open file for the block (no lock where ``fcntl`` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one writer at a time is the caller's affair
+        yield
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def run_all(

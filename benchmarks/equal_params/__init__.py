@@ -39,6 +39,11 @@ Output folder: ``runs.csv`` (one row per arm, rate and seed, appended after each
 already in ``runs.csv`` is never repeated; a folder made with other run settings is refused (``--lrs``,
 ``--seeds``, ``--arms``, ``--budgets`` and ``--random`` may change).
 
+Several processes on one folder (a GPU with room for several trainings): ``--prepare`` once (selections and
+KappaTune's order cached, ``runs.csv`` started, nothing trained), then ``--shard 0/N`` ... ``--shard N-1/N`` at
+once (each trains every run of its arms, appending to ``runs.csv`` under a file lock), then a pass without
+``--shard``, which trains nothing left and writes ``summary.json``, ``report.txt`` and ``config.json``.
+
 One job per module: ``tasks`` (models, rows, splits), ``sampling`` (uniform subsets within a budget),
 ``skeleton`` (weightless model: candidates, LoRA parameter counts), ``arms`` (the arms that need no kernel),
 ``selection`` (the selector's arms, KappaTune's order), ``eva`` (EVA's init), ``running`` (protocol, learning

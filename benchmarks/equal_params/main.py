@@ -21,7 +21,7 @@ from . import __doc__ as OVERVIEW
 from .arms import ARM_NAMES, BUDGETS, HEAD_ONLY, Arm, arm_order, base_config, fixed_arms, head_only_arm, make_arm
 from .eva import EvaInit
 from .report import report_text, summarize
-from .running import ArmTrainer, run_study
+from .running import ArmTrainer, parse_shard, run_study, shard_arms, start_runs
 from .selection import PICKS, Selections
 from .skeleton import Skeleton
 from .tasks import TASKS, Splits, load_tokenizer, make_splits
@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="tiny run: 32/16/16 examples, n=8, 2 random, seed 0, "
                         "one lr, 2 steps per run, budget P/4 (unset options only)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parallel = parser.add_argument_group("several processes on one folder (e.g. on a GPU)")
+    parallel.add_argument("--prepare", action="store_true", help="compute and cache the selections and the "
+                          "KappaTune order, start runs.csv, train nothing: run once before the shards")  # fmt: skip
+    parallel.add_argument("--shard", default=None, metavar="I/N", help="train only the arms at positions i, i+N, "
+                          "... (every run of an arm stays in one shard, so its rate is chosen on all its seed-0 "
+                          "runs); no summary: rerun without --shard when all shards are done")  # fmt: skip
     return parser
 
 
@@ -103,6 +109,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise BenchmarkError("--lrs is empty: give at least one learning rate")
     if args.random < 0:
         raise BenchmarkError("--random must be >= 0")
+    args.shard = None if args.shard is None else parse_shard(args.shard)
+    if args.prepare and args.shard is not None:
+        raise BenchmarkError("--prepare runs once, before the shards: drop --shard")
     return args
 
 
@@ -177,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     check_folder(args.output, settings_of(args))
-    harness.write_result(args.output / "config.json", {**all_settings(args), "metadata": harness.metadata()})
+    if args.shard is None:  # the shards leave config.json, summary.json and report.txt to the final pass
+        harness.write_result(args.output / "config.json", {**all_settings(args), "metadata": harness.metadata()})
     source, splits = load_task(args)
     skeleton = Skeleton(source, splits.num_labels)
     full = placement_params(skeleton.model, ("q", "v"), args.r)
@@ -187,12 +197,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                             seed=args.select_seed, time_limit=args.time_limit,
                             show_progress=not args.no_progress)  # fmt: skip
     arms, notes = plan_arms(args, skeleton, budgets, selections)
+    if args.prepare:
+        start_runs(args.output / "runs.csv")
+        logger.info("prepared %d arms in %s: selections cached; now run the shards", len(arms), args.output)
+        return {"prepared": [arm.key for arm in arms]}
     logger.info("%d arms; seed 0 at %d learning rates, then %d more seeds", len(arms), len(args.lrs), len(args.seeds))
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, warmup=args.warmup,
                              max_steps=args.max_steps)  # fmt: skip
     eva = EvaInit(args.output, splits.train, splits.tokenizer, args.batch_size)
     trainer = ArmTrainer(source, splits, settings, skeleton.candidates(ALL_LINEAR, args.r), args.r, eva)
-    runs = run_study(arms, args.lrs, args.seeds, args.output / "runs.csv", trainer, show_progress=not args.no_progress)
+    mine = arms if args.shard is None else shard_arms(arms, *args.shard)
+    runs = run_study(mine, args.lrs, args.seeds, args.output / "runs.csv", trainer, show_progress=not args.no_progress)
+    if args.shard is not None:
+        logger.info("shard %d/%d: %d arms done; rerun without --shard for the summary", *args.shard, len(mine))
+        return {"shard": list(args.shard), "arms": [arm.key for arm in mine]}
     summary = {
         "config": all_settings(args),
         "metadata": harness.metadata(),

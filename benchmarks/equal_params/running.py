@@ -8,6 +8,7 @@ to ``runs.csv`` as they end (``compare_picks``' ``append_run``); a run already t
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,27 @@ def choose_lr(runs: Sequence[Mapping[str, Any]], lrs: Sequence[float]) -> float 
     if not tried:
         return None
     return min(tried, key=lambda run: (-run["val_accuracy"], run["val_loss"], run["lr"]))["lr"]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N, or ``BenchmarkError``."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise BenchmarkError(f"--shard {text!r}: give I/N with 0 <= I < N, e.g. 0/4")
+    return int(index), int(count)
+
+
+def shard_arms(arms: Sequence[Arm], index: int, count: int) -> list[Arm]:
+    """The arms of shard ``index`` of ``count``: positions index, index + count, ... Every run of an arm is in
+    one shard, so the arm's learning rate is chosen once all its seed-0 runs are done."""
+    return list(arms[index::count])
+
+
+def start_runs(path: Path) -> None:
+    """Create ``runs.csv`` with its header if it does not exist (before shards append to it)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, fieldnames=RUN_FIELDS).writeheader()
 
 
 def run_study(

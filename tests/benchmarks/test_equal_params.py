@@ -307,3 +307,55 @@ def test_a_folder_made_with_other_run_settings_is_refused(smoke):
         main.main([*argv, "--r", "4"])
     with pytest.raises(BenchmarkError, match="other settings"):
         main.main([*argv, "--train-size", "24"])
+
+
+# ------------------------------------------------------------------------------------ shards (several processes)
+
+
+def test_shards_partition_the_arms_and_each_shard_runs_its_arms_whole(tmp_path):
+    five = [FakeArm(key) for key in "abcde"]
+    assert [[arm.key for arm in running.shard_arms(five, index, 3)] for index in range(3)] == [["a", "d"], ["b", "e"],
+                                                                                                ["c"]]  # fmt: skip
+    arms = [FakeArm("a"), FakeArm("b")]
+    shards = [running.shard_arms(arms, index, 2) for index in range(2)]
+    path = tmp_path / "runs.csv"
+    running.start_runs(path)
+    calls = []
+    for shard in shards:  # one after another here; on a GPU, at once
+        running.run_study(shard, [1e-3, 5e-3], [1], path, fake_trainer(calls), False)
+    alone = []
+    running.run_study(arms, [1e-3, 5e-3], [1], tmp_path / "alone.csv", fake_trainer(alone), False)
+    assert sorted(calls) == sorted(alone)  # the same runs, chosen rates included
+    again = []
+    running.run_study(arms, [1e-3, 5e-3], [1], path, fake_trainer(again), False)
+    assert again == []  # the final pass trains nothing
+    assert path.read_text().count("key,") == 1  # one header
+
+
+@pytest.mark.parametrize("text", ["2/2", "a/2", "1", "-1/2"])
+def test_a_bad_shard_is_refused(text):
+    with pytest.raises(BenchmarkError, match="--shard"):
+        running.parse_shard(text)
+
+
+def test_prepare_then_shards_then_a_final_pass_give_the_single_process_runs(smoke, model_dir, tmp_path):
+    _, single, summary = smoke
+    out = tmp_path / "sharded"
+    argv = ["--smoke", "--model", str(model_dir), "--output", str(out), "--no-progress"]
+    prepared = main.main([*argv, "--prepare"])
+    assert (out / "runs.csv").read_text().count("\n") == 1 and not (out / "summary.json").exists()
+    shards = [main.main([*argv, "--shard", f"{index}/2"]) for index in range(2)]
+    assert sorted(key for shard in shards for key in shard["arms"]) == sorted(prepared["prepared"])
+    final = main.main(argv)
+
+    def runs(folder):
+        with (folder / "runs.csv").open() as handle:
+            return {(row["key"], row["lr"], row["seed"]): row["test_accuracy"] for row in csv.DictReader(handle)}
+
+    assert runs(out) == runs(single)  # the same training, whichever process ran it
+
+    def accuracies(result):
+        return {(row["key"], row["lr"]): row["test_accuracy"] for budget in result["budgets"].values()
+                for row in budget["arms"]}  # fmt: skip
+
+    assert accuracies(final) == accuracies(summary)
