@@ -9,7 +9,9 @@
 #      about 13.5 GB), bfloat16, n=32, T=512, every linear module a candidate (224), space: the LoRA parameters
 #      of PEFT's default placement (q,v at r=8), max_memory 40GB: floor, func, and the whole select (time,
 #      search time, the memory plan's estimate against the measured peak);
-#   4, 5. only if time is left: the first two models with output margin (one backward), floor, func, hooks.
+#   4, 5. profile_func, profile_hooks: one kernel pass of the RoBERTa-base shape under torch.profiler (where each
+#      engine's time goes: the model's matmuls against the probes' extra work);
+#   6, 7. only if time is left: the first two models with output margin (one backward), floor, func, hooks.
 # Steps 1 and 2 also time the whole select (data to LoraConfig) beside the kernel pass.
 # Rows run one after another (--order sequential): the GPU holds one row's working memory at a time.
 # Every step runs under `timeout`, inside an overall budget (GPU_BENCH_BUDGET_S, default 330 s).
@@ -50,6 +52,7 @@ if [[ $SMOKE == 1 ]]; then
     LLAMA7B=(--arch llama --dtype bfloat16 --layers 2 --hidden 64 --heads 4 --kv-heads 4 --intermediate 176
         --vocab 1000)
     SIZE=(--n 4 --length 16 --repeats 1 --warmup 0 --threads 1 --order sequential)
+    PROFILE_SIZE=(--n 4 --length 16 --threads 1 --chunk-size 2)
     CHUNKS=2
     ENGINES=func,hooks,select
     MAX_MEMORY=1GB
@@ -63,6 +66,7 @@ else
     LLAMA7B=(--arch llama --dtype bfloat16 --layers 32 --hidden 4096 --heads 32 --kv-heads 32 --intermediate 11008
         --vocab 32000)
     SIZE=(--n 32 --length 512 --repeats 3 --warmup 1 --threads 2 --order sequential)
+    PROFILE_SIZE=(--n 32 --length 512 --chunk-size 8)
     CHUNKS=8,32
     ENGINES=func,hooks,reference,baseline,select
     MAX_MEMORY=40GB
@@ -132,15 +136,20 @@ main() {
         return "$check_rc"
     fi
 
-    step roberta_fp32 120 60 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
+    step roberta_fp32 110 60 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/roberta_fp32.json"
-    step llama_bf16 170 80 "$PY" "${BENCH[@]}" "${LLAMA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
+    step llama_bf16 120 80 "$PY" "${BENCH[@]}" "${LLAMA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/llama_bf16.json"
     step llama7b_select 150 90 "$PY" "${BENCH[@]}" "${LLAMA7B[@]}" "${SIZE_7B[@]}" "${COMMON[@]}" --no-floor-c \
-        --output trace --engines func,select --chunk-sizes "${CHUNKS%%,*}" --kinds all-linear --param-budget q,v \
+        --output trace --engines func,select --chunk-sizes 2 --kinds all-linear --param-budget q,v \
         --max-memory "$MAX_MEMORY" --time-limit 30 --device "$DEVICE" --json "$OUT/llama7b_select.json"
+    # where each engine's time goes on the RoBERTa-base shape (torch profiler; CUDA time on the GPU)
+    for engine in func hooks; do
+        step "profile_$engine" 35 25 "$PY" benchmarks/profile_kernels.py "${ROBERTA[@]}" "${PROFILE_SIZE[@]}" \
+            --engine "$engine" --device "$DEVICE" --json "$OUT/profile_$engine.json"
+    done
     # optional, if time is left: one backward per sample (output margin), where on CPU the engines met 1.3x
     step roberta_fp32_margin 60 45 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output margin --engines func,hooks --chunk-sizes 8 --device "$DEVICE" --json "$OUT/roberta_fp32_margin.json"

@@ -297,3 +297,21 @@ def test_what_the_kernel_figures_say_is_the_recorded_runs():
     )
     check(cpu_trace, trace["hooks@8"]["x_floor"], "CPU hooks, trace")
     check(cpu_margin, margin["hooks@8"]["x_floor"], "CPU hooks, margin")
+
+
+def test_the_profile_paragraph_is_the_profile_files():
+    text = section(README, "### Where the time goes")
+
+    def shares(engine):
+        data = load(RESULTS / f"profile_kernels_cpu_{engine}.json")
+        assert (data["args"]["n"], data["args"]["length"], data["args"]["threads"]) == (8, 128, 1)
+        share = {row["op"]: row["cpu_share"] for row in data["top"]}
+        model = share.get("aten::mm", 0) + share.get("aten::addmm", 0)
+        return 100 * model, 100 * sum(share.get(op, 0) for op in ("aten::copy_", "aten::cat", "aten::bmm"))
+
+    model_hooks, model_func, extra_hooks, extra_func = find(
+        text, r"take (\d+) % \(hooks\) and (\d+) % \(func\) of the self CPU time.*?`aten::bmm`\) (\d+) % and (\d+) %"
+    )
+    (hooks_model, hooks_extra), (func_model, func_extra) = shares("hooks"), shares("func")
+    assert (int(model_hooks), int(model_func)) == (round(hooks_model), round(func_model))
+    assert (int(extra_hooks), int(extra_func)) == (round(hooks_extra), round(func_extra))
