@@ -129,3 +129,13 @@ def test_explicit_module_inside_modules_to_save_is_refused():
     config = LoraConfig(r=2, modules_to_save=["attention.self.query"])
     with pytest.raises(InvalidConfigError, match="left out by lora_config"):
         selector(config=config, budget=1, modules=["bert.encoder.layer.0.attention.self.query"])
+
+
+def test_the_package_exports_every_lazy_name_and_nothing_else():
+    import peft_ntk_select
+
+    assert sorted(peft_ntk_select.__all__) == sorted(peft_ntk_select._EXPORTS)
+    for name in peft_ntk_select.__all__:
+        assert getattr(peft_ntk_select, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        peft_ntk_select.nope  # noqa: B018

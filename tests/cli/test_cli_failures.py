@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import pytest
@@ -364,3 +365,19 @@ def test_ctrl_c_during_a_real_selection_is_one_line_and_status_130(model_dir, da
     assert process.returncode == 130
     assert one_line(stderr) == "peft-ntk-select: interrupted"
     assert not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_ctrl_c_while_the_command_line_starts_is_one_line_and_status_130():
+    # The package imports torch, transformers and peft only on first use, so the interrupt lands in the
+    # command line's own import (or, on a fast machine, in main): one line, status 130 either way.
+    process = subprocess.Popen([sys.executable, "-m", "peft_ntk_select", "select", "--help"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert one_line(stderr) == "peft-ntk-select: interrupted"

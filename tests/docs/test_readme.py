@@ -412,7 +412,8 @@ def test_the_errors_table_lists_every_typed_error_with_its_builtin_base():
     import peft_ntk_select
     from peft_ntk_select import NTKSelectError
 
-    typed = [value for value in vars(peft_ntk_select).values() if isinstance(value, type)]
+    typed = [getattr(peft_ntk_select, name) for name in peft_ntk_select.__all__]
+    typed = [value for value in typed if isinstance(value, type)]
     errors = {error.__name__: error for error in typed if issubclass(error, NTKSelectError)}
     errors.pop("NTKSelectError")
     rows = {row[0].strip("`"): row[1].strip("`") for row in table(section(README, "## Errors"), "error")}
