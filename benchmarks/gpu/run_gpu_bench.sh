@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Kernel engines on one GPU, in one command (see README.md beside this file):
+#   0. device_tests: tests/test_device.py (every engine's kernels on the GPU equal the CPU's in float64, the
+#      model left as it was);
 #   1. RoBERTa-base shape, float32, n=32, T=512, 36 q/k/v candidates, output trace: the floor (one forward +
 #      backward), the 2-backward floor, func and hooks at chunk 8 and 32, and the reference engine and the
 #      authors' jacrev baseline at n=2 (scaled to n);
@@ -27,7 +29,7 @@ OUT=${OUT:-./gpu_out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 SMOKE=${GPU_BENCH_SMOKE:-0}
-if [[ $SMOKE == 1 ]]; then DEFAULT_BUDGET=600; else DEFAULT_BUDGET=450; fi
+if [[ $SMOKE == 1 ]]; then DEFAULT_BUDGET=600; else DEFAULT_BUDGET=480; fi
 BUDGET=${GPU_BENCH_BUDGET_S:-$DEFAULT_BUDGET}
 if [[ -n ${GPU_BENCH_PYTHON:-} ]]; then
     PY=$GPU_BENCH_PYTHON
@@ -56,6 +58,7 @@ if [[ $SMOKE == 1 ]]; then
     CHUNKS=2
     ENGINES=func,hooks,select
     MAX_MEMORY=1GB
+    TEST_DEVICE=cpu # the device tests then compare two CPU copies: a check of the step itself
     COMMON+=(--no-floor-c)
 else
     DEVICE=cuda
@@ -70,6 +73,7 @@ else
     CHUNKS=8,32
     ENGINES=func,hooks,reference,baseline,select
     MAX_MEMORY=40GB
+    TEST_DEVICE=cuda
 fi
 SIZE_7B=("${SIZE[@]}" --repeats 1 --warmup 0) # one timed run of each 7B row (the last flag wins)
 
@@ -136,10 +140,12 @@ main() {
         return "$check_rc"
     fi
 
-    step roberta_fp32 110 60 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
+    # the engines on the device against the CPU in float64, and the model left as it was (tests/test_device.py)
+    step device_tests 60 30 env NTK_TEST_DEVICE="$TEST_DEVICE" "$PY" -m pytest -q -p no:cacheprovider tests/test_device.py
+    step roberta_fp32 100 60 "$PY" "${BENCH[@]}" "${ROBERTA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/roberta_fp32.json"
-    step llama_bf16 120 80 "$PY" "${BENCH[@]}" "${LLAMA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
+    step llama_bf16 110 80 "$PY" "${BENCH[@]}" "${LLAMA[@]}" "${SIZE[@]}" "${COMMON[@]}" \
         --output trace --engines "$ENGINES" --chunk-sizes "$CHUNKS" --device "$DEVICE" \
         --json "$OUT/llama_bf16.json"
     step llama7b_select 150 90 "$PY" "${BENCH[@]}" "${LLAMA7B[@]}" "${SIZE_7B[@]}" "${COMMON[@]}" --no-floor-c \
