@@ -7,7 +7,8 @@ kernels are formed, twice while the chunks are joined), and the kernels themselv
 saved activations of one sample (the longest) with the probes attached, then picks:
 
 - ``passes``: candidates packed in order into engine passes whose features fit ``FEATURE_SHARE`` of the cap
-  (each pass runs the samples again; one pass when everything fits);
+  (each pass runs the samples again; one pass when everything fits); a module's rank options (rank
+  allocation) share one probe, counted once and kept in one pass;
 - ``chunk_size``: as many samples per forward pass as the rest of the cap allows (at most the one asked for).
 
 A cap that cannot hold one sample raises ``InvalidConfigError`` with the bytes it would need. The default cap
@@ -172,11 +173,18 @@ def plan_memory(
     def feature_size(probe: Probe) -> int:
         return n * outputs * sum(math.prod(shape) for shape in probe.shapes()) * itemsize
 
-    sizes = [feature_size(lora[c.name]) for c in candidates]
+    # One probe per module, shared by its rank options (rank allocation): pack modules, each counted once and
+    # never split over two passes, then list every option of a module in its module's pass.
+    options: dict[str, list[int]] = {}
+    for index, candidate in enumerate(candidates):
+        options.setdefault(candidate.name, []).append(index)
+    sizes = [feature_size(lora[name]) for name in options]
     reserved = sum(feature_size(probe) for probe in base.values())
-    passes = pack_passes(sizes, feature_budget(max_memory), reserved=reserved)
-    largest = max(sum(sizes[i] for i in group) + (reserved if number == 0 else 0) for number, group in
-                  enumerate(passes))  # fmt: skip
+    module_passes = pack_passes(sizes, feature_budget(max_memory), reserved=reserved)
+    names = list(options)
+    passes = [[index for m in group for index in options[names[m]]] for group in module_passes]
+    largest = max(sum(sizes[m] for m in group) + (reserved if number == 0 else 0) for number, group in
+                  enumerate(module_passes))  # fmt: skip
     kernels = (len(candidates) + 1) * n * n * 8
     held = 2 * largest + kernels
     room = max_memory - held

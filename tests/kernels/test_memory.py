@@ -7,7 +7,7 @@ import torch
 from peft import LoraConfig
 
 from peft_ntk_select import NTKSelector, SelectionResult
-from peft_ntk_select.candidates import discover_candidates
+from peft_ntk_select.candidates import discover_candidates, rank_options
 from peft_ntk_select.errors import InvalidConfigError
 from peft_ntk_select.kernels import compute_kernels
 from peft_ntk_select.kernels import memory as memory_module
@@ -113,3 +113,25 @@ def test_features_over_their_share_are_split_into_passes(monkeypatch):
     plan = plan_memory(model, batch, candidates, CONFIG, "trace", max_memory=cap, chunk_size=8)
     assert [len(group) for group in plan.passes] == [1, 2, 2, 1]  # the head's features ride with the first pass
     assert plan.chunk_size == 6
+
+
+def test_rank_options_of_a_module_share_one_probe_in_one_pass(monkeypatch):
+    """Rank allocation: a module's options are sized once (its probe at the largest rank) and never split."""
+    monkeypatch.setattr(memory_module, "measure_sample", lambda *args: (0, 2))
+    model = make_model("bert")
+    batch = make_batch(n=6)
+    candidates = rank_options(discover_candidates(model, rank=2), (1, 2))  # 6 modules x 2 options
+    per_module = 6 * 2 * 16 * 2 * 8  # n c out R bytes: the probe at the largest rank R = 2
+    share = 2.5 * per_module
+    cap = int(2 * share / memory_module.FEATURE_SHARE)
+    plan = plan_memory(model, batch, candidates, CONFIG, "trace", max_memory=cap, chunk_size=8)
+    assert [len(group) for group in plan.passes] == [2, 4, 4, 2]  # as for 6 plain candidates, each option pair kept
+    passes_of = {}
+    for number, group in enumerate(plan.passes):
+        for index in group:
+            passes_of.setdefault(candidates[index].name, set()).add(number)
+    assert all(len(numbers) == 1 for numbers in passes_of.values())  # a module's options stay in one pass
+    assert plan.feature_bytes < 3 * per_module  # two modules' probes (and the head), not their four options
+    one = compute_kernels(model, batch, candidates, CONFIG, engine="hooks")
+    split = compute_kernels(model, batch, candidates, CONFIG, engine="hooks", candidate_passes=plan.passes)
+    torch.testing.assert_close(split[1], one[1], rtol=0, atol=0)
