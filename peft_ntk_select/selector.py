@@ -82,8 +82,9 @@ class NTKSelector:
         dtype: compute the kernels with the model cast to this dtype (e.g. ``torch.float32`` for a half-precision
             model that overflows); the model's own tensors are put back afterwards. None: the model's dtype.
         engine: ``func`` (torch.func), ``hooks`` (batched with hooks), ``reference`` (per-sample loop), or
-            ``auto``: ``func``, unless torch.func cannot trace the model (dispatched by accelerate, gradient
-            checkpointing's input hooks), then ``hooks``; the same kernels either way.
+            ``auto``: ``hooks`` on a CUDA device (faster there in every measured case) or where torch.func cannot
+            trace the model (dispatched by accelerate, gradient checkpointing's input hooks, backward hooks), else
+            ``func``; the same kernels either way (``kernels.compute.resolve_engine``).
         output_mode: ``trace``, ``margin`` or ``loss``; None: ``loss`` for causal LMs, else ``trace``.
         kinds, layers, modules: narrow the candidates (see ``discover_candidates``).
         ranks: rank allocation, e.g. ``(4, 8, 16)``: each candidate module may get one of these ranks or none,
@@ -233,11 +234,6 @@ class NTKSelector:
         batch, indices = prepare_samples(data, num_samples=settings.num_samples, seed=seed, pad_token_id=pad_token_id)
         check_samples(self.model, batch, needs_labels=self._needs_labels())
         get_objective(self.ranking_settings.objective, "labels" in batch)  # labels it needs: before the kernels
-        engine = resolve_engine(settings.engine, self.model)
-        logger.info(
-            "NTK selection: %d candidates, %d samples of length %d, engine=%s, output_mode=%s, kernel=%s",
-            len(self.candidates), len(indices), batch["input_ids"].shape[1], engine, settings.output_mode, kernel,
-        )  # fmt: skip
         new_head = None if head_seed is None else redraw_head(self.model, self.lora_config, head_seed)
         with (
             exclusive_use(self.model),
@@ -245,6 +241,11 @@ class NTKSelector:
             in_dtype(self.model, settings.dtype),
             swapped_parameters(self.model, new_head),
         ):
+            engine = resolve_engine(settings.engine, self.model)  # where the model now is
+            logger.info(
+                "NTK selection: %d candidates, %d samples of length %d, engine=%s, output_mode=%s, kernel=%s",
+                len(self.candidates), len(indices), batch["input_ids"].shape[1], engine, settings.output_mode, kernel,
+            )  # fmt: skip
             fit = self._fit_head(batch)
             with swapped_parameters(self.model, None if fit is None else fit.values()):
                 plan = self._plan_memory(batch)

@@ -305,3 +305,15 @@ def test_a_model_built_on_meta_is_refused_by_the_selector_before_anything_runs()
     with pytest.raises(InvalidInputError, match="weights are on 'meta'"):
         selector(model).select(make_batch())
     assert all(param.device.type == "meta" for param in model.parameters())
+
+
+def test_auto_engine_is_hooks_on_a_cuda_device_and_func_on_the_cpu(monkeypatch, caplog):
+    import peft_ntk_select.kernels.compute as compute
+
+    model = make_model("bert")
+    assert compute.resolve_engine("auto", model) == "func"
+    monkeypatch.setattr(compute, "model_dtype_device", lambda model: (torch.float64, torch.device("cuda", 0)))
+    with caplog.at_level(logging.INFO, logger="peft_ntk_select"):
+        assert compute.resolve_engine("auto", model) == "hooks"
+    assert "CUDA device, where hooks measured faster" in caplog.text
+    assert compute.resolve_engine("func", model) == "func"  # an explicit engine is kept

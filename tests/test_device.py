@@ -58,3 +58,4 @@ def test_a_model_on_the_device_is_selected_in_place_and_left_unchanged():
     result = NTKSelector(model, CONFIG, budget=1, show_progress=False).select(make_batch())
     assert model_snapshot(model) == before
     assert result.ranking and all(param.device.type == DEVICE for param in model.parameters())
+    assert result.engine == ("hooks" if DEVICE == "cuda" else "func")  # engine="auto"
