@@ -143,11 +143,11 @@ def plan_arms(
                                      kappa_order=kappa_order)  # fmt: skip
         notes += left_out
         for name in (name for name in args.arms if name in PICKS):
-            result = selections.select(PICKS[name], budget, params, explicit=args.explicit_arms)
-            if result is None:
+            config = selections.select(PICKS[name], budget, params, explicit=args.explicit_arms)
+            if config is None:
                 notes.append(f"{budget}:{name} skipped: not available in this version of the library")
                 continue
-            fixed.append(make_arm(skeleton, budget, name, result.lora_config, params, candidates, args.r))
+            fixed.append(make_arm(skeleton, budget, name, config, params, candidates, args.r))
         arms += sorted(fixed, key=arm_order)
     if HEAD_ONLY in args.arms:
         arms.append(head_only_arm(skeleton, args.r))

@@ -2,8 +2,10 @@
 
 Each ``pick:<name>`` runs ``NTKSelector`` over the parameter-budget space of the budget (every nonempty subset
 of its candidates whose LoRA parameters fit) on the training examples, and trains ``result.lora_config``.
-Results are saved in ``selection_<name>_<budget>/`` (``SelectionResult.save``), their times and what the
-search proved in ``selection.json``, next to KappaTune's module order.
+The pick's config is saved in ``selection_<name>_<budget>/adapter_config.json`` (``LoraConfig.from_pretrained``)
+with the ten best entries in ``ranking.json``, their times and what the search proved in ``selection.json``,
+next to KappaTune's module order. The whole result (kernels included, several MB) is not kept: the kernels are
+reproducible from the seeds, and the folders travel with the repository.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from peft import LoraConfig
 from torch import nn
 
 from peft_ntk_select import NTKSelector, SelectionResult
@@ -28,6 +31,7 @@ from .arms import budget_slug
 logger = logging.getLogger("equal_params")
 
 RECORD = "selection.json"
+CONFIG_FILE = "adapter_config.json"
 UNAVAILABLE = "not available in this version of the library"
 
 
@@ -97,13 +101,13 @@ class Selections:
             self._save()
         return list(self.record["kappa_order"])
 
-    def select(self, pick: Pick, budget: str, budget_params: int, *, explicit: bool) -> SelectionResult | None:
-        """The selection of ``pick`` at ``budget`` (cached). None, logged, when the pick needs a library feature
-        this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises."""
+    def select(self, pick: Pick, budget: str, budget_params: int, *, explicit: bool) -> LoraConfig | None:
+        """The config of ``pick``'s selection at ``budget`` (cached). None, logged, when the pick needs a library
+        feature this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises."""
         key = f"{pick.name}@{budget}"
         folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
-        if key in self.record and (folder / "result.json").is_file():
-            return SelectionResult.load(folder)
+        if key in self.record and (folder / CONFIG_FILE).is_file():
+            return LoraConfig.from_pretrained(str(folder))
         model = self.load_model()
         try:
             selector = NTKSelector(model, self.lora_config, param_budget=int(budget_params),
@@ -120,12 +124,14 @@ class Selections:
         start = time.perf_counter()
         result = selector.select(self.train)
         seconds = time.perf_counter() - start
-        result.save(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        result.lora_config.save_pretrained(str(folder))
+        (folder / "ranking.json").write_text(json.dumps([asdict(entry) for entry in result.ranking[:10]], indent=1))
         self.record[key] = describe_selection(result, seconds)
         self._save()
         logger.info("%s at %s: %s in %.1f s (exact: %s)", pick.name, budget, result.space, seconds,
                     self.record[key]["exact"])  # fmt: skip
-        return result
+        return result.lora_config
 
     def info(self, pick: str, budget: str) -> dict[str, Any] | None:
         """What ``selection.json`` holds on ``pick`` at ``budget`` (time, search, exactness), if selected."""
