@@ -336,8 +336,10 @@ def _arm_order(arm: str) -> tuple[int, str]:
     return ARM_NAMES.index(family) if family in ARM_NAMES else len(ARM_NAMES), arm
 
 
-def _row_order(name: str) -> tuple[int, str]:
-    return _arm_order(RANDOM_PREFIX if name.startswith("random (") else name)
+def _row_order(name: str) -> tuple[int, str, str]:
+    """ARM_NAMES' order, the random median rows (one per distinct label) in their place, ties by name: the same
+    order in every process (the rows come from a set)."""
+    return (*_arm_order(RANDOM_PREFIX if name.startswith("random (") else name), name)
 
 
 def _task_order(cell: Cell) -> tuple[int, Cell]:

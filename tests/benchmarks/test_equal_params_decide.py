@@ -314,3 +314,12 @@ def test_cells_are_the_product_of_task_budget_and_seed(tmp_path):
     cells = decide.load_cells([full_study(tmp_path)])
     assert set(cells.scores) == set(itertools.product(["reviews"], BUDGETS, SEEDS))
     assert cells.scores[("reviews", "P", 1)]["head_only"] == cells.scores[("reviews", "P/4", 1)]["head_only"]
+
+
+def test_table_rows_have_one_order_in_every_process():
+    """Two random median rows (different counts per budget) once swapped places between processes (a set's order
+    follows the string hash seed): the row order must tell every name apart."""
+    names = ["default", "pick:lora", "random (median of 8)", "random (median of 7/8)", "kappa", "head_only"]
+    keys = [decide._row_order(name) for name in names]
+    assert len(set(keys)) == len(names)
+    assert sorted(names, key=decide._row_order)[2:4] == ["random (median of 7/8)", "random (median of 8)"]
