@@ -428,9 +428,11 @@ def _verdict_lines(verdict: Verdict) -> list[str]:
         if verdict.status != "final":  # the rule is applied to the library only on a final verdict
             change = f"would {change} if this were final (the library keeps today's until then)"
         defaults = ", ".join(f"{name}={value}" for name, value in verdict.defaults.items())
+        against = (f"it is {CURRENT}, today's default pick" if verdict.winner == CURRENT else
+                   f"it beats {CURRENT} in {verdict.wins_over_current} of {cells} cells")  # fmt: skip
         lines.append(
-            f"Over {cells} cells, mean validation accuracy minus default's: {d}. Winner: {verdict.winner}; it beats "
-            f"{CURRENT} in {verdict.wins_over_current} of {cells} cells. Defaults {change}: {defaults}."
+            f"Over {cells} cells, mean validation accuracy minus default's: {d}. Winner: {verdict.winner}; {against}. "
+            f"Defaults {change}: {defaults}."
         )
     lines += [f"- {note}" for note in verdict.notes]
     return lines + [f"- cell left out, {cell}: lacks {', '.join(a)}" for cell, a in verdict.excluded_cells.items()]
