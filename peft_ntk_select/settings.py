@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from .candidates import Candidate
 
 BASES = ("head", "none")
-MAX_SEED = 2**63
+MAX_SEED = 2**63  # torch's generators take seeds below this (the selector and the CLI check it)
 
 
 def _positive(name: str, value: object, *, optional: bool = False, minimum: int = 1, hint: str = "") -> None:

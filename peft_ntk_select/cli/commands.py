@@ -30,12 +30,11 @@ from ..output import atomic_folder, check_output_folder
 from ..result import RankedSubset, SelectionResult
 from ..search import DEFAULT_OBJECTIVE, OBJECTIVES, SEARCHES
 from ..selector import NTKSelector
-from ..settings import BASES
+from ..settings import BASES, MAX_SEED
 from ..tables import format_number, format_table
 from .loading import DEMO, TokenizedTexts, column_names, load_classifier, read_rows
 
 logger = logging.getLogger("peft_ntk_select")
-MAX_SEED = 2**63  # torch's generators take seeds below this
 
 
 class _OneLineParser(argparse.ArgumentParser):
