@@ -23,7 +23,9 @@ as a sequence classifier on the reviews; ``benchmarks/data/smollm2.py``). ``--mo
    ``kappa`` (PEFT's ``find_kappa_target_modules`` order, filled greedily), ``eva`` (PEFT's EVA on the default
    arm's modules and rank); and once ``head_only``. Selections use ``NTKSelector(param_budget=<budget>,
    objective="max_ratio", search="auto", time_limit=--time-limit)`` and are cached in
-   ``selection_<pick>_<budget>/`` with their times and exactness in ``selection.json``.
+   ``selection_<pick>_<budget>/`` with their times and exactness in ``selection.json``; a pick's second budget
+   reranks the kernels of its first (``SelectionResult.rerank``, from the git-ignored ``result.json``) rather
+   than computing them again.
 3. Every run: ``compare_picks``' ``train_subset`` (fresh classifier, head drawn with the seed, HF Trainer,
    AdamW, linear schedule, 6 % warm-up, ``--epochs`` 2, batch 16), evaluated on validation and test. Seed 0
    trains at each of ``--lrs`` (1e-3, 2.5e-3, 5e-3); the rate with the best seed-0 validation accuracy (ties: lower

@@ -4,8 +4,9 @@ Each ``pick:<name>`` runs ``NTKSelector`` over the parameter-budget space of the
 of its candidates whose LoRA parameters fit) on the training examples, and trains ``result.lora_config``.
 The pick's config is saved in ``selection_<name>_<budget>/adapter_config.json`` (``LoraConfig.from_pretrained``)
 with the ten best entries in ``ranking.json``, their times and what the search proved in ``selection.json``,
-next to KappaTune's module order. The whole result (kernels included, several MB) is not kept: the kernels are
-reproducible from the seeds, and the folders travel with the repository.
+next to KappaTune's module order. The whole result (kernels included, 4-30 MB) stays out of the repository: it is
+kept beside them as ``result.json`` (git-ignored; the kernels are reproducible from the seeds), so that the same pick
+at another budget reranks those kernels (``SelectionResult.rerank``) instead of recomputing them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 from peft_ntk_select import NTKSelector, SelectionResult
 from peft_ntk_select.candidates import ALL_LINEAR
-from peft_ntk_select.errors import InvalidConfigError
+from peft_ntk_select.errors import InvalidConfigError, InvalidInputError
 
 from ..compare_picks.choosing import BenchmarkError
 from .arms import budget_slug
@@ -32,6 +33,7 @@ logger = logging.getLogger("equal_params")
 
 RECORD = "selection.json"
 CONFIG_FILE = "adapter_config.json"
+KERNELS_FILE = "result.json"
 UNAVAILABLE = "not available in this version of the library"
 
 
@@ -108,30 +110,53 @@ class Selections:
         folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
         if key in self.record and (folder / CONFIG_FILE).is_file():
             return LoraConfig.from_pretrained(str(folder))
-        model = self.load_model()
-        try:
-            selector = NTKSelector(model, self.lora_config, param_budget=int(budget_params),
-                                   num_samples=self.num_samples, seed=self.seed, objective="max_ratio",
-                                   search="auto", time_limit=self.time_limit, show_progress=self.show_progress,
-                                   **pick.keywords(self.lora_config.r))  # fmt: skip
-        except (InvalidConfigError, TypeError) as err:
-            if not pick.new_feature:
-                raise
-            if explicit:
-                raise BenchmarkError(f"{pick.name} was asked for but is {UNAVAILABLE}: {err}") from err
-            logger.warning("%s at %s skipped: %s (%s)", pick.name, budget, UNAVAILABLE, err)
-            return None
-        start = time.perf_counter()
-        result = selector.select(self.train)
-        seconds = time.perf_counter() - start
+        stored = self._stored(pick)
+        if stored is not None:
+            start = time.perf_counter()
+            result = stored.rerank(param_budget=int(budget_params))
+            seconds = time.perf_counter() - start
+        else:
+            model = self.load_model()
+            try:
+                selector = NTKSelector(model, self.lora_config, param_budget=int(budget_params),
+                                       num_samples=self.num_samples, seed=self.seed, objective="max_ratio",
+                                       search="auto", time_limit=self.time_limit, show_progress=self.show_progress,
+                                       **pick.keywords(self.lora_config.r))  # fmt: skip
+            except (InvalidConfigError, TypeError) as err:
+                if not pick.new_feature:
+                    raise
+                if explicit:
+                    raise BenchmarkError(f"{pick.name} was asked for but is {UNAVAILABLE}: {err}") from err
+                logger.warning("%s at %s skipped: %s (%s)", pick.name, budget, UNAVAILABLE, err)
+                return None
+            start = time.perf_counter()
+            result = selector.select(self.train)
+            seconds = time.perf_counter() - start
         folder.mkdir(parents=True, exist_ok=True)
         result.lora_config.save_pretrained(str(folder))
+        (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
         (folder / "ranking.json").write_text(json.dumps([asdict(entry) for entry in result.ranking[:10]], indent=1))
-        self.record[key] = describe_selection(result, seconds)
+        self.record[key] = {**describe_selection(result, seconds), "kernels_reused": stored is not None}
         self._save()
-        logger.info("%s at %s: %s in %.1f s (exact: %s)", pick.name, budget, result.space, seconds,
-                    self.record[key]["exact"])  # fmt: skip
+        logger.info("%s at %s: %s in %.1f s (exact: %s, kernels reused: %s)", pick.name, budget, result.space,
+                    seconds, self.record[key]["exact"], stored is not None)  # fmt: skip
         return result.lora_config
+
+    def _stored(self, pick: Pick) -> SelectionResult | None:
+        """``pick``'s kernels from its selection at another budget (``result.json`` beside it), if one was kept and
+        was computed with this folder's kernel, samples, seed, objective and time limit; None otherwise."""
+        for path in sorted(self.folder.glob(f"selection_{pick.name.removeprefix('pick:')}_*/{KERNELS_FILE}")):
+            try:
+                stored = SelectionResult.load(path.parent)
+            except InvalidInputError as err:
+                logger.warning("%s ignored: %s", path, err)
+                continue
+            same = (stored.kernel, stored.seed, len(stored.sample_indices), stored.settings.objective,
+                    stored.settings.time_limit) == (pick.kernel, self.seed, self.num_samples, "max_ratio",
+                                                    self.time_limit)  # fmt: skip
+            if same:
+                return stored
+        return None
 
     def info(self, pick: str, budget: str) -> dict[str, Any] | None:
         """What ``selection.json`` holds on ``pick`` at ``budget`` (time, search, exactness), if selected."""

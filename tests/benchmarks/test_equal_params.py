@@ -180,6 +180,43 @@ def test_a_missing_library_feature_skips_its_arm_unless_asked_for(tmp_path, monk
     assert selection.PICKS["pick:ranks"].keywords(8)["ranks"] == (2, 4, 8, 16)
 
 
+def test_another_budget_of_a_pick_reranks_its_stored_kernels_and_picks_what_a_fresh_selection_picks(
+    model_dir, tmp_path, monkeypatch
+):
+    from peft_ntk_select.cli.loading import load_classifier
+
+    rows = [{"text": f"review {i} was {'good' if i % 2 else 'bad'} and long", "label": i % 2} for i in range(16)]
+    train = tasks.make_splits(rows, tasks.load_tokenizer(str(model_dir)), (8, 4, 4), seed=0, max_length=16).train
+
+    def folder(name, seed=0):
+        def load():
+            return load_classifier(str(model_dir), 2, seed=0)[0]
+
+        return selection.Selections(tmp_path / name, load, train, lora_config=LoraConfig(r=8), num_samples=8,
+                                    seed=seed)  # fmt: skip
+
+    pick = selection.PICKS["pick:lora"]
+    fresh = folder("fresh").select(pick, "P/4", 600, explicit=False)
+    reused = folder("reused")
+    reused.select(pick, "P", 2400, explicit=False)
+    assert (tmp_path / "reused" / "selection_lora_P" / selection.KERNELS_FILE).is_file()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the kernels were computed again")
+
+    monkeypatch.setattr(selection.NTKSelector, "select", must_not_run)
+    picked = reused.select(pick, "P/4", 600, explicit=False)
+    assert sorted(picked.target_modules) == sorted(fresh.target_modules)
+    assert reused.info("pick:lora", "P/4")["kernels_reused"] and not reused.info("pick:lora", "P")["kernels_reused"]
+    ranking = [json.loads((tmp_path / name / "selection_lora_P4" / "ranking.json").read_text()) for name in
+               ("fresh", "reused")]  # fmt: skip
+    assert [e["modules"] for e in ranking[0]] == [e["modules"] for e in ranking[1]]
+    with pytest.raises(AssertionError, match="computed again"):  # another kernel never reuses lora's
+        reused.select(selection.PICKS["pick:expected"], "P/4", 600, explicit=False)
+    with pytest.raises(AssertionError, match="computed again"):  # nor does another selection seed
+        folder("reused", seed=1).select(pick, "P/2", 1200, explicit=False)
+
+
 # -------------------------------------------------------------------------------------- data and protocol
 
 
