@@ -37,7 +37,9 @@ as a sequence classifier on the reviews; ``benchmarks/data/smollm2.py``). ``--mo
 
 Output folder: ``runs.csv`` (one row per arm, rate and seed, appended after each run), ``summary.json``,
 ``report.txt``, ``config.json`` (every setting, machine and versions), ``selection.json`` and
-``selection_*/``, ``eva_<budget>.pt`` and ``eva.json`` (EVA's state and time, computed once per budget). A run
+``selection_*/``, ``eva_<budget>.pt`` and ``eva.json`` (EVA's state and time, computed once per budget), and
+with ``--score-placements`` (trains nothing) ``placement_scores.json``: every arm scored by ``pick:ranks``'
+kernels, for ``agreement`` (does the score order placements as fine-tuning does?). A run
 already in ``runs.csv`` is never repeated; a folder made with other run settings is refused (``--lrs``,
 ``--seeds``, ``--arms``, ``--budgets`` and ``--random`` may change).
 
@@ -49,5 +51,6 @@ once (each trains every run of its arms, appending to ``runs.csv`` under a file 
 One job per module: ``tasks`` (models, rows, splits), ``sampling`` (uniform subsets within a budget),
 ``skeleton`` (weightless model: candidates, LoRA parameter counts), ``arms`` (the arms that need no kernel),
 ``selection`` (the selector's arms, KappaTune's order), ``eva`` (EVA's init), ``running`` (protocol, learning
-rate choice, ``runs.csv``), ``report`` (summary and tables), ``main`` (arguments, folder, plan, ``main(argv)``).
+rate choice, ``runs.csv``), ``report`` (summary and tables), ``main`` (arguments, folder, plan, ``main(argv)``);
+``decide`` (the registered rule), ``agreement`` (score against accuracy), ``readme`` (README blocks).
 """

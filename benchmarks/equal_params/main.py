@@ -18,6 +18,7 @@ from ..compare_picks.choosing import BenchmarkError
 from ..compare_picks.main import check_folder
 from ..compare_picks.training import TrainSettings
 from . import __doc__ as OVERVIEW
+from .agreement import KERNEL_PICK, write_scores
 from .arms import ARM_NAMES, BUDGETS, HEAD_ONLY, Arm, arm_order, base_config, fixed_arms, head_only_arm, make_arm
 from .eva import EvaInit
 from .report import report_text, summarize
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="tiny run: 32/16/16 examples, n=8, 2 random, seed 0, "
                         "one lr, 2 steps per run, budget P/4 (unset options only)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--score-placements", action="store_true", help="score every planned arm with pick:ranks' "
+                        "kernels into placement_scores.json (agreement.py), train nothing")  # fmt: skip
     parallel = parser.add_argument_group("several processes on one folder (e.g. on a GPU)")
     parallel.add_argument("--prepare", action="store_true", help="compute and cache the selections and the "
                           "KappaTune order, start runs.csv, train nothing: run once before the shards")  # fmt: skip
@@ -110,8 +113,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.random < 0:
         raise BenchmarkError("--random must be >= 0")
     args.shard = None if args.shard is None else parse_shard(args.shard)
-    if args.prepare and args.shard is not None:
-        raise BenchmarkError("--prepare runs once, before the shards: drop --shard")
+    if (args.prepare or args.score_placements) and args.shard is not None:
+        raise BenchmarkError("--prepare and --score-placements run once, not per shard: drop --shard")
     return args
 
 
@@ -186,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     check_folder(args.output, settings_of(args))
-    if args.shard is None:  # the shards leave config.json, summary.json and report.txt to the final pass
+    if args.shard is None and not args.score_placements:  # shards leave config.json to the final pass
         harness.write_result(args.output / "config.json", {**all_settings(args), "metadata": harness.metadata()})
     source, splits = load_task(args)
     skeleton = Skeleton(source, splits.num_labels)
@@ -197,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                             seed=args.select_seed, time_limit=args.time_limit,
                             show_progress=not args.no_progress)  # fmt: skip
     arms, notes = plan_arms(args, skeleton, budgets, selections)
+    if args.score_placements:
+        budget = next(iter(budgets))
+        kernels = selections.kernels(PICKS[KERNEL_PICK], budget, budgets[budget])
+        return write_scores(args.output, arms, kernels, skeleton)
     if args.prepare:
         start_runs(args.output / "runs.csv")
         logger.info("prepared %d arms in %s: selections cached; now run the shards", len(arms), args.output)

@@ -110,18 +110,14 @@ class Selections:
         folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
         if key in self.record and (folder / CONFIG_FILE).is_file():
             return LoraConfig.from_pretrained(str(folder))
-        stored = self._stored(pick)
+        stored = self.stored(pick)
         if stored is not None:
             start = time.perf_counter()
             result = stored.rerank(param_budget=int(budget_params))
             seconds = time.perf_counter() - start
         else:
-            model = self.load_model()
             try:
-                selector = NTKSelector(model, self.lora_config, param_budget=int(budget_params),
-                                       num_samples=self.num_samples, seed=self.seed, objective="max_ratio",
-                                       search="auto", time_limit=self.time_limit, show_progress=self.show_progress,
-                                       **pick.keywords(self.lora_config.r))  # fmt: skip
+                result, seconds = self._fresh(pick, budget_params)
             except (InvalidConfigError, TypeError) as err:
                 if not pick.new_feature:
                     raise
@@ -129,9 +125,6 @@ class Selections:
                     raise BenchmarkError(f"{pick.name} was asked for but is {UNAVAILABLE}: {err}") from err
                 logger.warning("%s at %s skipped: %s (%s)", pick.name, budget, UNAVAILABLE, err)
                 return None
-            start = time.perf_counter()
-            result = selector.select(self.train)
-            seconds = time.perf_counter() - start
         folder.mkdir(parents=True, exist_ok=True)
         result.lora_config.save_pretrained(str(folder))
         (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
@@ -142,7 +135,31 @@ class Selections:
                     seconds, self.record[key]["exact"], stored is not None)  # fmt: skip
         return result.lora_config
 
-    def _stored(self, pick: Pick) -> SelectionResult | None:
+    def _fresh(self, pick: Pick, budget_params: int) -> tuple[SelectionResult, float]:
+        """``pick``'s selection at ``budget_params`` computed now, and its seconds; ``InvalidConfigError`` or
+        ``TypeError`` when this library version lacks a feature the pick needs."""
+        selector = NTKSelector(self.load_model(), self.lora_config, param_budget=int(budget_params),
+                               num_samples=self.num_samples, seed=self.seed, objective="max_ratio", search="auto",
+                               time_limit=self.time_limit, show_progress=self.show_progress,
+                               **pick.keywords(self.lora_config.r))  # fmt: skip
+        start = time.perf_counter()
+        result = selector.select(self.train)
+        return result, time.perf_counter() - start
+
+    def kernels(self, pick: Pick, budget: str, budget_params: int) -> SelectionResult:
+        """``pick``'s kernels: the kept ``result.json`` of any of its budgets, else computed again at ``budget``
+        (the seeds make them the same) and kept in its folder; the cached config and record stay as they are."""
+        stored = self.stored(pick)
+        if stored is not None:
+            return stored
+        result, seconds = self._fresh(pick, budget_params)
+        folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
+        logger.info("%s kernels computed again in %.1f s and kept in %s", pick.name, seconds, folder)
+        return result
+
+    def stored(self, pick: Pick) -> SelectionResult | None:
         """``pick``'s kernels from its selection at another budget (``result.json`` beside it), if one was kept and
         was computed with this folder's kernel, samples, seed, objective and time limit; None otherwise."""
         for path in sorted(self.folder.glob(f"selection_{pick.name.removeprefix('pick:')}_*/{KERNELS_FILE}")):

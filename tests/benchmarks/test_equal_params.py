@@ -13,7 +13,7 @@ import pytest
 from peft import LoraConfig
 
 from benchmarks.compare_picks.choosing import BenchmarkError
-from benchmarks.equal_params import arms, main, report, running, sampling, selection, tasks
+from benchmarks.equal_params import agreement, arms, main, report, running, sampling, selection, tasks
 from benchmarks.equal_params.skeleton import Skeleton, describe, lora_summary
 from peft_ntk_select.candidates import ALL_LINEAR, Candidate
 from peft_ntk_select.errors import InvalidConfigError
@@ -396,3 +396,40 @@ def test_prepare_then_shards_then_a_final_pass_give_the_single_process_runs(smok
                 for row in budget["arms"]}  # fmt: skip
 
     assert accuracies(final) == accuracies(summary)
+
+
+# ------------------------------------------------------------------ agreement: does the score order placements?
+
+
+def test_spearman_is_the_textbook_formula_without_ties_and_ranks_ties_at_their_mean():
+    generator = random.Random(0)
+    for _ in range(50):
+        m = generator.randint(3, 12)
+        x, y = generator.sample(range(100), m), generator.sample(range(100), m)
+        rank_x = {v: i for i, v in enumerate(sorted(x))}
+        rank_y = {v: i for i, v in enumerate(sorted(y))}
+        d2 = sum((rank_x[a] - rank_y[b]) ** 2 for a, b in zip(x, y, strict=True))
+        assert agreement.spearman(x, y) == pytest.approx(1 - 6 * d2 / (m * (m * m - 1)))
+        assert agreement.spearman(x, [v**3 for v in x]) == pytest.approx(1.0)  # only the order counts
+    assert agreement.spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))  # ties: ranks 2.5, 2.5
+    assert agreement.spearman([1, 2], [2, 1]) is None and agreement.spearman([1, 1, 1], [1, 2, 3]) is None
+    assert agreement.spearman([1, float("nan"), 3], [1, 2, 3]) is None
+
+
+def test_placement_scores_follow_pefts_modules_and_ranks_and_agree_with_the_selections_own_ranking(smoke):
+    argv, out, _ = smoke
+    payload = main.main([*argv, "--score-placements"])
+    assert json.loads((out / agreement.SCORES_FILE).read_text())["scores"] == payload["scores"]
+    scores, unscored = payload["scores"], payload["unscored"]
+    assert {"P/4:default", "P/4:v_only", "P/4:pick:lora", "P/4:pick:ranks", "P/4:random:0"} <= set(scores)
+    assert set(unscored) >= {"P/4:eva", "head_only"} and not set(scores) & set(unscored)
+    top = json.loads((out / "selection_ranks_P4" / "ranking.json").read_text())[0]
+    assert scores["P/4:pick:ranks"]["score"] == pytest.approx(top["score"], rel=1e-9)
+    assert scores["P/4:pick:ranks"]["ratio"] == pytest.approx(top["ratio"], rel=1e-9)
+    assert payload["kernels"]["pick"] == "pick:ranks" and "versions" in payload["metadata"]
+    rows = agreement.agreement([out])
+    assert [(row["task"], row["budget"]) for row in rows] == [("reviews", "P/4")]
+    assert rows[0]["arms"] == len(scores) and set(rows[0]["test"]) == set(agreement.STATISTICS)
+    assert "rho(score)" in agreement.render(rows, markdown=True)
+    with pytest.raises(BenchmarkError, match="not per shard"):
+        main.main([*argv, "--score-placements", "--shard", "0/2"])

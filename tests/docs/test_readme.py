@@ -10,7 +10,8 @@ import statistics
 import pytest
 
 from benchmarks.equal_params.decide import decide, defaults_of
-from benchmarks.equal_params.readme import END, START, results_block
+from benchmarks.equal_params.readme import AGREEMENT
+from benchmarks.equal_params.readme import RESULTS as RESULTS_BLOCK
 from peft_ntk_select import NTKSelector
 from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
 from tests.docs.figures import tables as tables_of
@@ -18,6 +19,7 @@ from tests.docs.figures import tables as tables_of
 README = read("README.md")
 REVIEWS = RESULTS / "compare_picks_minilm_reviews"
 PARTY = RESULTS / "compare_picks_minilm_convention_party"
+RESULTS_ROOT = RESULTS.parent.parent  # the repository root
 
 
 def _summary(folder):
@@ -375,23 +377,23 @@ def test_the_head_dominance_figures_are_the_recorded_kernels():
     assert {"³": 3, "⁴": 4}[power] == math.floor(math.log10(factor))
 
 
-def _equal_params_folders() -> tuple[str, list[str]]:
-    """The README's equal-parameter section and the result folders its results marker names."""
+def _equal_params_folders(block=RESULTS_BLOCK) -> tuple[str, list[str]]:
+    """The README's equal-parameter section and the result folders the start marker of ``block`` names."""
     text = section(README, "### Equal parameters")
-    start = text.index(START)
-    folders = text[start + len(START) : text.index("-->", start)].split()
+    folders = block.folders_in(text)
     assert folders and all(folder.startswith("benchmarks/results/equal_params_") for folder in folders)
     return text, folders
 
 
-def test_the_equal_parameter_results_are_what_decide_prints_from_the_committed_folders():
-    """The README block between the markers is ``decide --markdown`` on the folders its start marker names,
-    verbatim: tables, the rule's verdict and the paired statistics all come from the committed runs.csv files."""
-    text, folders = _equal_params_folders()
-    block = text[text.index(START) : text.index(END) + len(END)]
+@pytest.mark.parametrize("block", [RESULTS_BLOCK, AGREEMENT], ids=["results", "agreement"])
+def test_the_equal_parameter_blocks_are_what_decide_and_agreement_print_from_the_committed_folders(block):
+    """Each README block between its markers is ``decide --markdown`` (tables, the rule's verdict, the paired
+    statistics) or ``agreement --markdown`` on the folders its start marker names, verbatim, from the committed
+    runs.csv and placement_scores.json files."""
+    text, folders = _equal_params_folders(block)
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(RESULTS.parent.parent)  # the folders are named relative to the repository root
-        assert block == results_block(folders)
+        patch.chdir(RESULTS_ROOT)  # the folders are named relative to the repository root
+        assert block.current(text) == block.text(folders)
 
 
 def test_the_library_defaults_are_what_the_registered_rule_picks_from_the_committed_results():
@@ -399,7 +401,7 @@ def test_the_library_defaults_are_what_the_registered_rule_picks_from_the_commit
     rank); a final verdict that changes them fails this test until NTKSelector's defaults follow it."""
     _, folders = _equal_params_folders()
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(RESULTS.parent.parent)
+        patch.chdir(RESULTS_ROOT)
         _, verdict, _ = decide(folders)
     chosen = verdict.defaults if verdict.status == "final" else defaults_of("pick:attention")
     defaults = {name: p.default for name, p in inspect.signature(NTKSelector).parameters.items()}
@@ -431,3 +433,36 @@ def test_the_auto_engine_sentence_is_the_h100_files():
     low, high = find(README, r"faster than `func` in every measured case, by ([\d.]+)–([\d.]+)× at the same chunk")
     check(low, min(ratios), "the smallest speed-up")
     check(high, max(ratios), "the largest speed-up")
+
+
+def test_the_agreement_prose_holds_in_the_committed_files():
+    """README: the highest score goes to pick:ranks, which gives most modules rank 2 (every scored folder)."""
+    _, folders = _equal_params_folders(AGREEMENT)
+    for folder in map(RESULTS_ROOT.joinpath, folders):
+        scores = load(folder / "placement_scores.json")["scores"]
+        for budget in ("P", "P/4"):
+            mine = {key: value["score"] for key, value in scores.items() if key.startswith(f"{budget}:")}
+            assert max(mine, key=mine.get) == f"{budget}:pick:ranks", (folder, budget)
+            with (folder / "runs.csv").open() as handle:
+                modules = next(row["modules"] for row in csv.DictReader(handle) if row["key"] == f"{budget}:pick:ranks")
+            ranks = [name.partition("@")[2] or "8" for name in modules.split(";")]
+            assert 2 * ranks.count("2") > len(ranks), (folder, budget, modules)
+
+
+def test_a_modules_lora_kernel_is_proportional_to_alpha_squared_over_its_rank():
+    """README: with lora_alpha fixed, S_l of a rank-r' adapter is about alpha^2 / r' (A's entries do not depend
+    on r'), so rank 2 gives about 4 times the kernel of rank 8: the mean over modules and two models."""
+    from peft import LoraConfig
+
+    from tests.helpers import make_batch, make_model
+
+    for family in ("bert", "llama"):
+        model = make_model(family)
+        config = LoraConfig(r=8, lora_alpha=8, task_type="SEQ_CLS")
+        result = NTKSelector(model, config, kinds="all-linear", ranks=(2, 8), param_budget=10**9, num_samples=6,
+                             search="beam").select(make_batch(6))  # fmt: skip
+        traces: dict[str, dict[int, float]] = {}
+        for candidate, contribution in zip(result.candidates, result.contributions, strict=True):
+            traces.setdefault(candidate.name, {})[candidate.rank] = float(contribution.trace())
+        ratios = [by_rank[2] / by_rank[8] for by_rank in traces.values()]
+        assert 3.0 < sum(ratios) / len(ratios) < 5.5, (family, ratios)
