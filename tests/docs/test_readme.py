@@ -466,3 +466,28 @@ def test_a_modules_lora_kernel_is_proportional_to_alpha_squared_over_its_rank():
             traces.setdefault(candidate.name, {})[candidate.rank] = float(contribution.trace())
         ratios = [by_rank[2] / by_rank[8] for by_rank in traces.values()]
         assert 3.0 < sum(ratios) / len(ratios) < 5.5, (family, ratios)
+
+
+def test_the_plain_words_on_equal_parameters_hold_in_the_committed_results():
+    """README "In plain words": the MiniLM verdict is final and keeps today's defaults; on test the default pick
+    loses to default in most cells and on each task; it beats the median random placement and KappaTune at P/4
+    on reviews and debate_party; on convention_party nothing beats head-only by more than 0.02."""
+    from benchmarks.equal_params.decide import MINILM_TASKS, task_tables
+
+    text, folders = _equal_params_folders()
+    assert "**In plain words:** at equal parameters, the selector does not beat PEFT's default placement." in text
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(RESULTS_ROOT)
+        cells, verdict, report = decide(folders)
+    assert verdict.status == "final" and verdict.winner == "pick:attention" and not verdict.change_defaults
+    assert report.arm == "pick:attention" and not report.goal_met
+    versus_default = report.paired[0]
+    assert versus_default.against == "default" and 2 * versus_default.losses > versus_default.cells
+    assert all(report.vs_default[task] < 0 for task in MINILM_TASKS)
+    tables = task_tables(cells)
+    for task in ("reviews", "debate_party"):
+        rows = {row["arm"].split(" (")[0]: row["test_mean"] for row in tables[task]["P/4"]}
+        assert rows["pick:attention"] > max(rows["random"], rows["kappa"]), task
+    for budget in ("P", "P/4"):
+        rows = {row["arm"]: row["test_mean"] for row in tables["convention_party"][budget]}
+        assert max(rows.values()) - rows["head_only"] < 0.02, budget
