@@ -31,12 +31,11 @@ import numpy as np
 
 from peft_ntk_select import SelectionResult
 from peft_ntk_select.errors import InvalidConfigError
-from peft_ntk_select.tables import format_table
 
 from .. import harness
 from ..compare_picks.choosing import BenchmarkError
 from .arms import Arm
-from .decide import load_cells
+from .decide import load_cells, table_text
 from .skeleton import Skeleton, module_ranks
 
 logger = logging.getLogger("equal_params")
@@ -109,12 +108,11 @@ def agreement(folders: Sequence[Path | str]) -> list[dict[str, Any]]:
     with their mean validation and test accuracy (``{"task", "budget", "arms", "val": {stat: rho}, "test": ...}``)."""
     cells = load_cells(folders)
     rows = []
-    for folder in map(Path, folders):
-        path = folder / SCORES_FILE
+    for task, found in cells.tasks.items():
+        path = Path(found.folder) / SCORES_FILE
         if not path.is_file():
             raise BenchmarkError(f"{path} is missing: run the study's command with --score-placements first")
         scores = json.loads(path.read_text())["scores"]
-        task = json.loads((folder / "config.json").read_text())["task"]
         for budget in sorted({cell[1] for cell in cells.scores if cell[0] == task}):
             seeds = [cell for cell in cells.scores if cell[:2] == (task, budget)]
             keys = {f"{budget}:{arm}": arm for arm in set().union(*(cells.scores[cell] for cell in seeds))}
@@ -148,10 +146,8 @@ def render(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> str:
     summary = (f"score vs test accuracy: mean rho {fmean(scored):+.2f} over {len(scored)} task-budgets, positive in "
                f"{sum(rho > 0 for rho in scored)}" if scored else "no task-budget has a correlation")  # fmt: skip
     if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in table]
-        return "\n".join([*lines, "", f"{summary}."]) + "\n"
-    return format_table(headers, table) + f"\n{summary}\n"
+        return f"{table_text(headers, table, markdown=True)}\n\n{summary}.\n"
+    return f"{table_text(headers, table, markdown=False)}\n{summary}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:

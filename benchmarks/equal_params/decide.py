@@ -374,7 +374,8 @@ def task_tables(cells: Cells) -> dict[str, dict[str, list[dict[str, Any]]]]:
     return tables
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+def table_text(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
+    """``rows`` under ``headers`` as a Markdown table, or as ``format_table``'s plain text."""
     if not markdown:
         return format_table(headers, rows)
     lines = [headers, ["---"] * len(headers), *rows]
@@ -405,7 +406,7 @@ def render(cells: Cells, verdict: Verdict, report: TestReport | None, markdown: 
                           f"{row['test_mean']:.3f} ± {row['test_std']:.3f} ({row['seeds']})",
                           "-" if row["lr"] is None else f"{row['lr']:g}"])  # fmt: skip
             body.append(line)
-        lines.append(_table(headers, body, markdown))
+        lines.append(table_text(headers, body, markdown))
     lines += ["", f"**Rule (validation accuracy): {verdict.status}.**", *_verdict_lines(verdict)]
     if report is not None:
         lines += ["", f"**{report.arm} on test** (paired over cells; differences {report.arm} minus the other):", ""]
@@ -415,7 +416,7 @@ def render(cells: Cells, verdict: Verdict, report: TestReport | None, markdown: 
             for p in report.paired
         ]  # fmt: skip
         headers = ["against", "cells", "wins/ties/losses", "mean diff", "95 % bootstrap", "sign-flip p"]
-        lines += [_table(headers, rows, markdown), "", *_goal_lines(cells, report)]
+        lines += [table_text(headers, rows, markdown), "", *_goal_lines(cells, report)]
     return "\n".join(lines).strip() + "\n"
 
 

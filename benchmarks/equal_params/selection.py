@@ -107,7 +107,7 @@ class Selections:
         """The config of ``pick``'s selection at ``budget`` (cached). None, logged, when the pick needs a library
         feature this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises."""
         key = f"{pick.name}@{budget}"
-        folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
+        folder = self._folder(pick, budget)
         if key in self.record and (folder / CONFIG_FILE).is_file():
             return LoraConfig.from_pretrained(str(folder))
         stored = self.stored(pick)
@@ -127,13 +127,18 @@ class Selections:
                 return None
         folder.mkdir(parents=True, exist_ok=True)
         result.lora_config.save_pretrained(str(folder))
-        (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
+        if stored is None:  # a rerank holds the stored kernels again: one copy per pick is enough
+            (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
         (folder / "ranking.json").write_text(json.dumps([asdict(entry) for entry in result.ranking[:10]], indent=1))
         self.record[key] = {**describe_selection(result, seconds), "kernels_reused": stored is not None}
         self._save()
         logger.info("%s at %s: %s in %.1f s (exact: %s, kernels reused: %s)", pick.name, budget, result.space,
                     seconds, self.record[key]["exact"], stored is not None)  # fmt: skip
         return result.lora_config
+
+    def _folder(self, pick: Pick, budget: str) -> Path:
+        """``selection_<pick>_<budget>/`` (``budget`` may be a glob pattern)."""
+        return self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
 
     def _fresh(self, pick: Pick, budget_params: int) -> tuple[SelectionResult, float]:
         """``pick``'s selection at ``budget_params`` computed now, and its seconds; ``InvalidConfigError`` or
@@ -153,7 +158,7 @@ class Selections:
         if stored is not None:
             return stored
         result, seconds = self._fresh(pick, budget_params)
-        folder = self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
+        folder = self._folder(pick, budget)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / KERNELS_FILE).write_text(json.dumps(result.to_dict()))
         logger.info("%s kernels computed again in %.1f s and kept in %s", pick.name, seconds, folder)
@@ -162,7 +167,7 @@ class Selections:
     def stored(self, pick: Pick) -> SelectionResult | None:
         """``pick``'s kernels from its selection at another budget (``result.json`` beside it), if one was kept and
         was computed with this folder's kernel, samples, seed, objective and time limit; None otherwise."""
-        for path in sorted(self.folder.glob(f"selection_{pick.name.removeprefix('pick:')}_*/{KERNELS_FILE}")):
+        for path in sorted(self.folder.glob(f"{self._folder(pick, '*').name}/{KERNELS_FILE}")):
             try:
                 stored = SelectionResult.load(path.parent)
             except InvalidInputError as err:
