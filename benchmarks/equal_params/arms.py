@@ -27,7 +27,7 @@ logger = logging.getLogger("equal_params")
 BUDGETS = {"P": 1, "P/4": 4}  # budget label -> divisor of P, PEFT's default placement (q and v, every layer, r)
 HEAD_ONLY = "head_only"
 ARM_NAMES = ("default", "v_only", "all_linear", "pick:lora", "pick:expected", "pick:attention", "pick:adam",
-             "pick:ranks", "random", "kappa", "eva", HEAD_ONLY)  # fmt: skip
+             "pick:ranks", "pick:kinds", "random", "kappa", "eva", HEAD_ONLY)  # fmt: skip
 EVA_RHO = 2.0
 
 

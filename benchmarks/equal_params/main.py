@@ -19,7 +19,18 @@ from ..compare_picks.main import check_folder
 from ..compare_picks.training import TrainSettings
 from . import __doc__ as OVERVIEW
 from .agreement import KERNEL_PICK, write_scores
-from .arms import ARM_NAMES, BUDGETS, HEAD_ONLY, Arm, arm_order, base_config, fixed_arms, head_only_arm, make_arm
+from .arms import (
+    ARM_NAMES,
+    BUDGETS,
+    HEAD_ONLY,
+    Arm,
+    arm_order,
+    base_config,
+    budget_rank,
+    fixed_arms,
+    head_only_arm,
+    make_arm,
+)
 from .eva import EvaInit
 from .report import report_text, summarize
 from .running import ArmTrainer, parse_shard, run_study, shard_arms, start_runs
@@ -146,7 +157,9 @@ def plan_arms(
                                      kappa_order=kappa_order)  # fmt: skip
         notes += left_out
         for name in (name for name in args.arms if name in PICKS):
-            config = selections.select(PICKS[name], budget, params, explicit=args.explicit_arms)
+            rank = budget_rank(args.r, BUDGETS[budget], f"{name} at {budget}") if PICKS[name].everywhere else None
+            everywhere = None if rank is None else (rank, skeleton.candidates(ALL_LINEAR, rank))
+            config = selections.select(PICKS[name], budget, params, explicit=args.explicit_arms, everywhere=everywhere)
             if config is None:
                 notes.append(f"{budget}:{name} skipped: not available in this version of the library")
                 continue

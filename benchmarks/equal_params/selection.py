@@ -1,7 +1,8 @@
 """The selector's arms (``pick:*``) and PEFT's KappaTune order, computed once and cached in the output folder.
 
 Each ``pick:<name>`` runs ``NTKSelector`` over the parameter-budget space of the budget (every nonempty subset
-of its candidates whose LoRA parameters fit) on the training examples, and trains ``result.lora_config``.
+of its candidates whose LoRA parameters fit) on the training examples, and trains ``result.lora_config``;
+``pick:kinds`` instead picks one set of kinds for every layer (``kinds_everywhere``).
 The pick's config is saved in ``selection_<name>_<budget>/adapter_config.json`` (``LoraConfig.from_pretrained``)
 with the ten best entries in ``ranking.json``, their times and what the search proved in ``selection.json``,
 next to KappaTune's module order. The whole result (kernels included, 4-30 MB) stays out of the repository: it is
@@ -11,6 +12,8 @@ at another budget reranks those kernels (``SelectionResult.rerank``) instead of 
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import logging
 import time
@@ -23,7 +26,7 @@ from peft import LoraConfig
 from torch import nn
 
 from peft_ntk_select import NTKSelector, SelectionResult
-from peft_ntk_select.candidates import ALL_LINEAR
+from peft_ntk_select.candidates import ALL_LINEAR, Candidate
 from peft_ntk_select.errors import InvalidConfigError, InvalidInputError
 
 from ..compare_picks.choosing import BenchmarkError
@@ -40,12 +43,14 @@ UNAVAILABLE = "not available in this version of the library"
 @dataclass(frozen=True)
 class Pick:
     """A selector arm: candidate ``kinds`` (None: the selector's default q/k/v), ``kernel``, whether each module
-    also gets a rank (``ranks`` r/4, r/2, r, 2r), and whether it needs a library feature that may be missing."""
+    also gets a rank (``ranks`` r/4, r/2, r, 2r), whether it picks one kind set for every layer at the budget's
+    rank (``everywhere``: ``kinds_everywhere``), and whether it needs a library feature that may be missing."""
 
     name: str
     kinds: str | None
     kernel: str
     ranked: bool = False
+    everywhere: bool = False
     new_feature: bool = False
 
     def keywords(self, r: int) -> dict[str, Any]:
@@ -64,8 +69,31 @@ PICKS: dict[str, Pick] = {
         Pick("pick:attention", None, "lora"),
         Pick("pick:adam", ALL_LINEAR, "adam", new_feature=True),
         Pick("pick:ranks", ALL_LINEAR, "lora", ranked=True, new_feature=True),
+        Pick("pick:kinds", ALL_LINEAR, "lora", everywhere=True),
     )
 }
+
+
+def kinds_everywhere(candidates: Sequence[Candidate], budget_params: int) -> dict[str, Any]:
+    """The space "one set of kinds in every layer" within ``budget_params``, as ``NTKSelector`` keywords.
+
+    ``candidates``: every candidate module at the rank the picks will have. ``layers_per_pick`` is the number of
+    layers, so a pick is one kind set in every layer; ``kind_sets`` lists every nonempty set of the kinds found
+    in every layer whose modules, in every layer, fit ``budget_params`` LoRA parameters (smallest sets first);
+    ``kinds``: the kinds in those sets (the only candidates whose kernels are needed). ``BenchmarkError`` when
+    no kind fits.
+    """
+    layers = sorted({c.layer for c in candidates})
+    kinds = [kind for kind in dict.fromkeys(c.kind for c in candidates)
+             if {c.layer for c in candidates if c.kind == kind} == set(layers)]  # fmt: skip
+    cost = {kind: sum(c.num_params for c in candidates if c.kind == kind) for kind in kinds}
+    fitting = [combo for size in range(1, len(kinds) + 1) for combo in itertools.combinations(kinds, size)
+               if sum(cost[kind] for kind in combo) <= budget_params]  # fmt: skip
+    if not fitting:
+        raise BenchmarkError(f"no kind in every layer fits {budget_params:,} LoRA parameters (cheapest: "
+                             f"{min(cost.values(), default=0):,})")  # fmt: skip
+    used = tuple(kind for kind in kinds if any(kind in combo for combo in fitting))
+    return {"layers_per_pick": len(layers), "kind_sets": fitting, "kinds": used}
 
 
 class Selections:
@@ -103,21 +131,33 @@ class Selections:
             self._save()
         return list(self.record["kappa_order"])
 
-    def select(self, pick: Pick, budget: str, budget_params: int, *, explicit: bool) -> LoraConfig | None:
+    def select(
+        self,
+        pick: Pick,
+        budget: str,
+        budget_params: int,
+        *,
+        explicit: bool,
+        everywhere: tuple[int, Sequence[Candidate]] | None = None,
+    ) -> LoraConfig | None:
         """The config of ``pick``'s selection at ``budget`` (cached). None, logged, when the pick needs a library
-        feature this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises."""
+        feature this version lacks and was not asked for ``explicit``-ly; asked for explicitly it raises.
+        ``everywhere`` (needed by a ``Pick.everywhere`` pick): the budget's rank and the candidates at that rank;
+        such a pick is selected afresh at each budget (its rank, hence its kernels, differ)."""
         key = f"{pick.name}@{budget}"
         folder = self._folder(pick, budget)
         if key in self.record and (folder / CONFIG_FILE).is_file():
             return LoraConfig.from_pretrained(str(folder))
-        stored = self.stored(pick)
+        if pick.everywhere and everywhere is None:
+            raise BenchmarkError(f"{pick.name} needs the budget's rank and its candidates")
+        stored = None if pick.everywhere else self.stored(pick)
         if stored is not None:
             start = time.perf_counter()
             result = stored.rerank(param_budget=int(budget_params))
             seconds = time.perf_counter() - start
         else:
             try:
-                result, seconds = self._fresh(pick, budget_params)
+                result, seconds = self._fresh(pick, budget_params, everywhere)
             except (InvalidConfigError, TypeError) as err:
                 if not pick.new_feature:
                     raise
@@ -140,13 +180,20 @@ class Selections:
         """``selection_<pick>_<budget>/`` (``budget`` may be a glob pattern)."""
         return self.folder / f"selection_{pick.name.removeprefix('pick:')}_{budget_slug(budget)}"
 
-    def _fresh(self, pick: Pick, budget_params: int) -> tuple[SelectionResult, float]:
+    def _fresh(
+        self, pick: Pick, budget_params: int, everywhere: tuple[int, Sequence[Candidate]] | None = None
+    ) -> tuple[SelectionResult, float]:
         """``pick``'s selection at ``budget_params`` computed now, and its seconds; ``InvalidConfigError`` or
-        ``TypeError`` when this library version lacks a feature the pick needs."""
-        selector = NTKSelector(self.load_model(), self.lora_config, param_budget=int(budget_params),
-                               num_samples=self.num_samples, seed=self.seed, objective="max_ratio", search="auto",
-                               time_limit=self.time_limit, show_progress=self.show_progress,
-                               **pick.keywords(self.lora_config.r))  # fmt: skip
+        ``TypeError`` when this library version lacks a feature the pick needs. ``everywhere``: (rank,
+        candidates at that rank) for the space of ``kinds_everywhere`` at that rank."""
+        config, space = self.lora_config, {"param_budget": int(budget_params)}
+        if everywhere is not None:
+            rank, candidates = everywhere
+            config, space = copy.deepcopy(config), kinds_everywhere(candidates, budget_params)
+            config.r = rank
+        selector = NTKSelector(self.load_model(), config, num_samples=self.num_samples, seed=self.seed,
+                               objective="max_ratio", search="auto", time_limit=self.time_limit,
+                               show_progress=self.show_progress, **{**pick.keywords(config.r), **space})  # fmt: skip
         start = time.perf_counter()
         result = selector.select(self.train)
         return result, time.perf_counter() - start

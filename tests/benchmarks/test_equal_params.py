@@ -124,6 +124,25 @@ def test_every_fixed_arm_is_within_its_budget_with_alpha_fixed(skeleton):
         assert next(arm for arm in planned if arm.name == "eva").placement.config.init_lora_weights == "eva"
 
 
+def test_kinds_everywhere_lists_every_kind_set_whose_modules_in_every_layer_fit(skeleton):
+    # tiny BERT, 2 layers, hidden 16, MLP 32: at rank 2 a kind in every layer costs 2 x 2 x (16 + 16) = 128 LoRA
+    # parameters for q, k, v, o and 2 x 2 x (16 + 32) = 192 for up and down
+    cost = {"q": 128, "k": 128, "v": 128, "o": 128, "up": 192, "down": 192}
+    candidates = skeleton.candidates(ALL_LINEAR, 2)
+    for budget in (128, 255, 256, 320, 512):
+        space = selection.kinds_everywhere(candidates, budget)
+        fitting = {frozenset(combo) for size in range(1, 7) for combo in itertools.combinations(cost, size)
+                   if sum(cost[kind] for kind in combo) <= budget}  # fmt: skip
+        assert space["layers_per_pick"] == 2 and len(space["kind_sets"]) == len(fitting)
+        assert set(map(frozenset, space["kind_sets"])) == fitting
+        assert set(space["kinds"]) == set().union(*fitting)
+    assert {"q", "v"} in map(set, selection.kinds_everywhere(candidates, 256)["kind_sets"])
+    with pytest.raises(BenchmarkError, match="no kind in every layer fits 127"):
+        selection.kinds_everywhere(candidates, 127)
+    partial = [c for c in candidates if (c.kind, c.layer) != ("o", 1)]  # o only in layer 0: no set may hold it
+    assert all("o" not in kinds for kinds in selection.kinds_everywhere(partial, 512)["kind_sets"])
+
+
 def test_an_arm_over_its_budget_is_refused(skeleton):
     config = LoraConfig(
         r=8, lora_alpha=8, task_type="SEQ_CLS", target_modules=["bert.encoder.layer.0.attention.self.query"]
@@ -313,7 +332,7 @@ def test_smoke_run_trains_every_arm_once_within_its_budget_and_writes_every_outp
         runs = list(csv.DictReader(handle))
     keys = {row["key"] for row in runs}
     assert {"P/4:default", "P/4:v_only", "P/4:pick:lora", "P/4:pick:expected", "P/4:pick:attention", "P/4:kappa",
-            "P/4:eva", "P/4:random:0", "P/4:random:1", "head_only"} <= keys  # fmt: skip
+            "P/4:pick:kinds", "P/4:eva", "P/4:random:0", "P/4:random:1", "head_only"} <= keys  # fmt: skip
     assert len(runs) == len(keys) and {row["seed"] for row in runs} == {"0"} and {row["steps"] for row in runs} == {"2"}
     for row in runs:
         assert row["key"] == "head_only" or 0 < int(row["lora_params"]) <= int(row["budget_params"])
@@ -322,6 +341,34 @@ def test_smoke_run_trains_every_arm_once_within_its_budget_and_writes_every_outp
     assert config["r"] == 8 and config["lrs"] == [5e-3] and "versions" in config["metadata"]
     assert summary["budgets"]["P/4"]["budget_params"] == 256 and "P/4:all_linear left out" in " ".join(summary["notes"])
     assert "random (median of 2)" in (out / "report.txt").read_text()
+
+
+def test_pick_kinds_trains_one_kind_set_in_every_layer_at_the_budgets_rank_and_its_ranking_holds_only_such_sets(
+    smoke, model_dir
+):
+    from peft import get_peft_model
+
+    from peft_ntk_select.cli.loading import load_classifier
+
+    _, out, summary = smoke
+    folder = out / "selection_kinds_P4"
+    config = LoraConfig.from_pretrained(str(folder))
+    assert config.r == 2  # P/4: the default arm's rank r / 4
+    model = get_peft_model(load_classifier(str(model_dir), 2, seed=0)[0], config)
+    adapted = {name.removesuffix(".lora_A.default"): module.weight.shape[0]
+               for name, module in model.named_modules() if name.endswith(".lora_A.default")}  # fmt: skip
+    layers = {int(name.split(".layer.")[1].split(".")[0]) for name in adapted}
+    kinds = {name.split(".layer.")[1].split(".", 1)[1] for name in adapted}
+    assert layers == {0, 1} and len(adapted) == 2 * len(kinds) and set(adapted.values()) == {2}
+    trained = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    planned = next(arm for arm in summary["planned"] if arm["key"] == "P/4:pick:kinds")
+    assert trained == planned["lora_params"] <= planned["budget_params"] == 256
+    ranking = json.loads((folder / "ranking.json").read_text())
+    for entry in ranking:
+        short = [module.split(".layer.")[1] for module in entry["modules"]]
+        entry_kinds = {name.split(".", 1)[1] for name in short}
+        assert {int(name.split(".")[0]) for name in short} == {0, 1} and len(short) == 2 * len(entry_kinds)
+    assert sorted(ranking[0]["modules"]) == sorted(config.target_modules)
 
 
 def test_a_second_run_trains_and_selects_nothing_and_reports_the_same(smoke, monkeypatch):
