@@ -23,6 +23,9 @@ tell whether a folder is complete). Accuracies are fractions in [0, 1]; differen
    over seeds, LoRA parameters and rate (the random arms as one row: per cell their median, then mean +- std).
 4. ``render`` / ``markdown``: the tables, the verdict, the paired statistics and the goal, as text or as
    README Markdown.
+5. ``apply_follow_up`` (README's follow-up 1, validation accuracy only): ``pick:kinds`` against ``default`` over
+   the same scope of cells, where both ran: d = pick:kinds - default; it *helps* iff mean d > 0 and it wins
+   (strictly) more cells than it loses. ``render`` adds it, and ``compare_on_test`` for it, once it has a cell.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ logger = logging.getLogger("equal_params")
 REFERENCE = "default"
 CURRENT = "pick:attention"  # today's library defaults
 RULE_ARMS = ("pick:lora", "pick:expected", "pick:adam", "pick:attention", "pick:ranks")
+FOLLOW_UP = "pick:kinds"  # README's follow-up 1: the same kinds in every layer
+SUMMARY_FILE = "summary.json"
 TIE_ORDER = (CURRENT, *(arm for arm in RULE_ARMS if arm != CURRENT))
 RULE_BUDGETS = ("P", "P/4")
 MINILM_TASKS = ("reviews", "convention_party", "debate_party")
@@ -93,6 +98,11 @@ class TaskFolder:
     lrs: list[float]
     missing: list[str]  # runs (or files) the registered protocol still needs; empty when complete
     counted: bool
+
+    def lacks(self, arms: Sequence[str]) -> list[str]:
+        """The ``missing`` entries of ``arms`` (``<budget>:<arm> ...``), and the summary's if it is missing."""
+        return [entry for entry in self.missing if entry.startswith(SUMMARY_FILE)
+                or entry.split(" ", 1)[0].split(":", 1)[-1] in arms]  # fmt: skip
 
 
 @dataclass
@@ -164,9 +174,9 @@ def _missing_runs(folder: Path, runs: Sequence[Mapping[str, Any]], lrs: Sequence
     """What the registered protocol still needs in ``folder``: every planned arm (``summary.json``), every arm
     in ``runs.csv`` and the rule's six arms at P and P/4, with seed 0 at every rate and every protocol seed at
     the chosen rate."""
-    summary = folder / "summary.json"
+    summary = folder / SUMMARY_FILE
     if not summary.is_file():
-        return ["summary.json (no pass of the study has finished)"]
+        return [f"{SUMMARY_FILE} (no pass of the study has finished)"]
     keys = {arm["key"] for arm in json.loads(summary.read_text()).get("planned", [])}
     keys |= {run["key"] for run in runs} | {f"{b}:{a}" for b in RULE_BUDGETS for a in (REFERENCE, *RULE_ARMS)}
     missing = []
@@ -236,8 +246,8 @@ def apply_rule(cells: Cells) -> Verdict:
                                         if folder.missing else "not the registered study")
              for task, folder in cells.tasks.items() if not folder.counted]  # fmt: skip
     notes += [f"{task}: no folder" for task in MINILM_TASKS if task not in cells.tasks]
-    notes += [f"{task} incomplete (missing runs: {len(cells.tasks[task].missing)})" for task in MINILM_TASKS
-              if task in cells.tasks and cells.tasks[task].missing]  # fmt: skip
+    notes += [f"{task} incomplete (missing runs: {len(cells.tasks[task].lacks(needed))})" for task in MINILM_TASKS
+              if task in cells.tasks and cells.tasks[task].lacks(needed)]  # fmt: skip
     if not used:
         what = f"arms with no run in any cell: {', '.join(absent)}" if absent else "no cell has all six arms"
         return Verdict("pending", None, {}, [], None, False, defaults_of(CURRENT, r), absent, excluded,
@@ -247,9 +257,44 @@ def apply_rule(cells: Cells) -> Verdict:
     winner = max(TIE_ORDER, key=lambda arm: (mean_d[arm], -TIE_ORDER.index(arm)))
     wins = sum(cells.scores[c][winner].val_accuracy > cells.scores[c][CURRENT].val_accuracy for c in used)
     change = winner != CURRENT and 2 * wins > len(used)
-    final = not excluded and all(task in cells.tasks and not cells.tasks[task].missing for task in MINILM_TASKS)
+    final = not excluded and _settled(cells, needed)
     return Verdict("final" if final else "provisional", winner, mean_d, [_label(c) for c in used], wins, change,
                    defaults_of(winner if change else CURRENT, r), absent, excluded, notes)  # fmt: skip
+
+
+def _settled(cells: Cells, arms: Sequence[str]) -> bool:
+    """Whether every MiniLM task has a folder that lacks no run of ``arms``."""
+    return all(task in cells.tasks and not cells.tasks[task].lacks(arms) for task in MINILM_TASKS)
+
+
+@dataclass
+class FollowUp:
+    """README's follow-up 1 on validation accuracy: ``arm`` against default over ``cells``, the rule's scope of
+    cells where both ran. ``status``: "pending" (no such cell), "provisional" or "final"."""
+
+    arm: str
+    status: str
+    cells: list[str]  # "task budget seed s"
+    mean_d: float | None  # mean over cells of (arm - default) validation accuracy
+    wins: int
+    ties: int
+    losses: int
+    helps: bool  # mean_d > 0 and wins > losses
+    excluded_cells: list[str]  # cells in scope where the arm or default did not run
+
+
+def apply_follow_up(cells: Cells, arm: str = FOLLOW_UP) -> FollowUp:
+    """README's follow-up 1 on validation accuracy (test accuracy is never read here)."""
+    scope = cells.in_scope()
+    used = [cell for cell in scope if arm in cells.scores[cell] and REFERENCE in cells.scores[cell]]
+    excluded = [_label(cell) for cell in scope if cell not in used]
+    d = [cells.scores[c][arm].val_accuracy - cells.scores[c][REFERENCE].val_accuracy for c in used]
+    if not d:
+        return FollowUp(arm, "pending", [], None, 0, 0, 0, False, excluded)
+    wins, ties, losses = sum(x > 0 for x in d), sum(x == 0 for x in d), sum(x < 0 for x in d)
+    final = not excluded and _settled(cells, (REFERENCE, arm))
+    return FollowUp(arm, "final" if final else "provisional", [_label(c) for c in used], fmean(d), wins, ties, losses,
+                    fmean(d) > 0 and wins > losses, excluded)  # fmt: skip
 
 
 def bootstrap_interval(
@@ -409,15 +454,48 @@ def render(cells: Cells, verdict: Verdict, report: TestReport | None, markdown: 
         lines.append(table_text(headers, body, markdown))
     lines += ["", f"**Rule (validation accuracy): {verdict.status}.**", *_verdict_lines(verdict)]
     if report is not None:
-        lines += ["", f"**{report.arm} on test** (paired over cells; differences {report.arm} minus the other):", ""]
-        rows = [
-            [p.against, p.cells, f"{p.wins}/{p.ties}/{p.losses}", f"{p.mean_difference:+.3f}",
-             f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]", f"{p.p_value:.3g} ({p.p_method})"]
-            for p in report.paired
-        ]  # fmt: skip
-        headers = ["against", "cells", "wins/ties/losses", "mean diff", "95 % bootstrap", "sign-flip p"]
-        lines += [table_text(headers, rows, markdown), "", *_goal_lines(cells, report)]
+        lines += [*_paired_lines(report, markdown), *_goal_lines(cells, report)]
+    follow_up = apply_follow_up(cells)
+    if follow_up.status != "pending":
+        lines += ["", f"**Follow-up 1, {follow_up.arm} (validation accuracy): {follow_up.status}.**",
+                  *_follow_up_lines(follow_up)]  # fmt: skip
+        on_test = compare_on_test(cells, follow_up.arm)
+        lines += [*_paired_lines(on_test, markdown), *_per_task_lines(cells, on_test)]
     return "\n".join(lines).strip() + "\n"
+
+
+def _paired_lines(report: TestReport, markdown: bool) -> list[str]:
+    rows = [
+        [p.against, p.cells, f"{p.wins}/{p.ties}/{p.losses}", f"{p.mean_difference:+.3f}",
+         f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]", f"{p.p_value:.3g} ({p.p_method})"]
+        for p in report.paired
+    ]  # fmt: skip
+    headers = ["against", "cells", "wins/ties/losses", "mean diff", "95 % bootstrap", "sign-flip p"]
+    title = f"**{report.arm} on test** (paired over cells; differences {report.arm} minus the other):"
+    return ["", title, "", table_text(headers, rows, markdown), ""]
+
+
+def _follow_up_lines(follow_up: FollowUp) -> list[str]:
+    helps = "helps" if follow_up.helps else "does not help"
+    lines = [f"Over {len(follow_up.cells)} cells, validation accuracy of {follow_up.arm} minus default's: mean "
+             f"{follow_up.mean_d:+.3f}, wins/ties/losses {follow_up.wins}/{follow_up.ties}/{follow_up.losses}. By "
+             f"the registered rule it {helps}"
+             + ("." if follow_up.status == "final" else " so far (not final).")]  # fmt: skip
+    return lines + [f"- cell left out, {cell}: lacks {follow_up.arm} or default" for cell in follow_up.excluded_cells]
+
+
+def _per_task(values: Mapping[str, float], tasks: Sequence[str]) -> str:
+    return ", ".join(f"{task} {values[task]:+.3f}" if task in values else f"{task} no data" for task in tasks)
+
+
+def _counted_tasks(cells: Cells) -> list[str]:
+    return list(dict.fromkeys([*MINILM_TASKS, *(task for task, folder in cells.tasks.items() if folder.counted)]))
+
+
+def _per_task_lines(cells: Cells, report: TestReport) -> list[str]:
+    every = _counted_tasks(cells)
+    return [f"- Per task, mean over its cells of {report.arm} minus default: {_per_task(report.vs_default, every)}; "
+            f"minus the median random placement: {_per_task(report.vs_random, every)}."]  # fmt: skip
 
 
 def _verdict_lines(verdict: Verdict) -> list[str]:
@@ -440,17 +518,14 @@ def _verdict_lines(verdict: Verdict) -> list[str]:
 
 
 def _goal_lines(cells: Cells, report: TestReport) -> list[str]:
-    def per_task(values: Mapping[str, float], tasks: Sequence[str]) -> str:
-        return ", ".join(f"{task} {values[task]:+.3f}" if task in values else f"{task} no data" for task in tasks)
-
-    every = list(dict.fromkeys([*MINILM_TASKS, *(task for task, folder in cells.tasks.items() if folder.counted)]))
+    every = _counted_tasks(cells)
     more = f"no ({', '.join(report.more_params_cells)})" if report.more_params_cells else "yes"
     return [
         f"- {report.arm} beats default on test (mean over a task's cells of {report.arm} minus default > 0) on "
-        f"{report.minilm_wins} of the 3 MiniLM tasks ({per_task(report.vs_default, MINILM_TASKS)}); the goal asks "
+        f"{report.minilm_wins} of the 3 MiniLM tasks ({_per_task(report.vs_default, MINILM_TASKS)}); the goal asks "
         "for at least 2.",
         f"- It beats the median random placement on every task: {'yes' if report.beats_random_everywhere else 'no'} "
-        f"({per_task(report.vs_random, every)}).",
+        f"({_per_task(report.vs_random, every)}).",
         f"- It trains no more LoRA parameters than default in every cell: {more}.",
         f"- Goal {'met' if report.goal_met else 'not met'}.",
     ]
@@ -477,9 +552,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write verdict, statistics, tables here")
     args = parser.parse_args(argv)
     cells, verdict, report = decide(args.folders)
+    follow_up = apply_follow_up(cells)
     payload = {
         "verdict": dataclasses.asdict(verdict),
         "test": None if report is None else dataclasses.asdict(report),
+        "follow_up": dataclasses.asdict(follow_up),
+        "follow_up_test": None
+        if follow_up.status == "pending"
+        else dataclasses.asdict(compare_on_test(cells, follow_up.arm)),
         "tables": task_tables(cells),
         "tasks": {task: dataclasses.asdict(folder) for task, folder in cells.tasks.items()},
     }

@@ -323,3 +323,61 @@ def test_table_rows_have_one_order_in_every_process():
     keys = [decide._row_order(name) for name in names]
     assert len(set(keys)) == len(names)
     assert sorted(names, key=decide._row_order)[2:4] == ["random (median of 7/8)", "random (median of 8)"]
+
+
+# follow-up 1: pick:kinds against default
+
+
+def minilm_with_kinds(path, kinds_vals, kinds_tests=0.5, cut_seed=None):
+    """The three MiniLM folders, complete, each with pick:kinds at validation ``kinds_vals[task]`` (per budget
+    and seed as ``per_seed`` reads it); ``cut_seed``: that seed of P/4:pick:kinds never ran in ``debate_party``."""
+    folders = []
+    for task in decide.MINILM_TASKS:
+        extra = [row for budget in BUDGETS for row in arm_runs(budget, "pick:kinds", kinds_vals[task], kinds_tests)
+                 if task != "debate_party" or (row["key"], row["seed"]) != ("P/4:pick:kinds", cut_seed)]  # fmt: skip
+        folders.append(study(path, task, extra=extra))
+    return folders
+
+
+def test_follow_up_helps_iff_its_mean_validation_difference_is_positive_and_it_wins_more_cells_than_it_loses(
+    tmp_path,
+):
+    # per task and budget, seeds 0, 1, 2 against default's 0.70: three wins of +0.01 and a loss of -0.10 per task
+    vals = {"reviews": {"P": [0.71, 0.71, 0.71], "P/4": [0.70, 0.70, 0.60]}}
+    vals |= {"convention_party": vals["reviews"], "debate_party": vals["reviews"]}
+    follow_up = decide.apply_follow_up(decide.load_cells(minilm_with_kinds(tmp_path / "a", vals)))
+    d = [0.01] * 9 + [0.0] * 6 + [-0.10] * 3
+    assert follow_up.status == "final" and len(follow_up.cells) == 18
+    assert (follow_up.wins, follow_up.ties, follow_up.losses) == (9, 6, 3)
+    assert follow_up.mean_d == pytest.approx(fmean(d)) and follow_up.mean_d < 0 and not follow_up.helps
+    vals = {task: {"P": [0.71, 0.71, 0.71], "P/4": [0.70, 0.70, 0.69]} for task in decide.MINILM_TASKS}
+    follow_up = decide.apply_follow_up(decide.load_cells(minilm_with_kinds(tmp_path / "b", vals)))
+    assert follow_up.mean_d > 0 and follow_up.wins > follow_up.losses and follow_up.helps
+    vals = {task: {"P": [0.90, 0.70, 0.70], "P/4": [0.69, 0.69, 0.70]} for task in decide.MINILM_TASKS}
+    follow_up = decide.apply_follow_up(decide.load_cells(minilm_with_kinds(tmp_path / "c", vals)))
+    assert follow_up.mean_d > 0 and follow_up.wins < follow_up.losses and not follow_up.helps  # mean alone: no
+
+
+def test_follow_up_reads_only_validation_and_a_missing_run_makes_it_provisional_but_leaves_the_rule_final(tmp_path):
+    vals = {task: 0.71 for task in decide.MINILM_TASKS}
+    good = decide.load_cells(minilm_with_kinds(tmp_path / "a", vals, kinds_tests=0.1))
+    bad = decide.load_cells(minilm_with_kinds(tmp_path / "b", vals, kinds_tests=0.9))
+    assert decide.apply_follow_up(good) == decide.apply_follow_up(bad)
+    cut = decide.load_cells(minilm_with_kinds(tmp_path / "c", vals, cut_seed=2))
+    follow_up = decide.apply_follow_up(cut)
+    assert follow_up.status == "provisional" and follow_up.excluded_cells == ["debate_party P/4 seed 2"]
+    assert decide.apply_rule(cut).status == "final"  # the rule's six arms are all there
+    two_tasks = decide.load_cells(minilm_with_kinds(tmp_path / "e", vals)[:2])
+    assert decide.apply_follow_up(two_tasks).status == "provisional"  # a MiniLM task has no folder
+    assert decide.apply_follow_up(decide.load_cells([study(tmp_path / "d")])).status == "pending"
+
+
+def test_the_markdown_adds_the_follow_up_and_its_test_statistics_once_it_has_a_cell(tmp_path):
+    vals = {task: 0.71 for task in decide.MINILM_TASKS}
+    cells = decide.load_cells(minilm_with_kinds(tmp_path, vals, kinds_tests=0.6))
+    text = decide.markdown(cells, decide.apply_rule(cells), None)
+    assert "**Follow-up 1, pick:kinds (validation accuracy): final.**" in text
+    assert "mean +0.010, wins/ties/losses 18/0/0. By the registered rule it helps." in text
+    assert "**pick:kinds on test**" in text and "| default | 18 | 18/0/0 | +0.100 |" in text
+    assert "minus default: reviews +0.100, convention_party +0.100, debate_party +0.100" in text
+    assert "Follow-up" not in decide.markdown(*decide.decide([study(tmp_path / "none")]))
