@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from peft import LoraConfig
 
 from ..candidates import PEFT_DEFAULT_KINDS, discover_candidates
@@ -24,6 +23,7 @@ from ..diagnostics.stability import StabilityReport, format_stability
 from ..errors import InvalidConfigError, NTKSelectError
 from ..kernels import ENGINES
 from ..kernels.compute import KERNELS
+from ..kernels.custody import check_device
 from ..kernels.head import HEADS
 from ..kernels.outputs import OUTPUT_MODES
 from ..output import atomic_folder, check_output_folder
@@ -75,24 +75,11 @@ def _seed(text: str) -> int:
 
 
 def _device(text: str) -> str:
-    """A device this machine has: cpu, or cuda[:i] / mps / xpu where torch sees one."""
+    """A device this torch build can allocate on (the library's ``check_device``), as an argparse error."""
     try:
-        device = torch.device(text)
-    except RuntimeError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: pass e.g. cpu or cuda") from err
-    if device.type == "meta":
-        raise argparse.ArgumentTypeError("meta holds no data, kernels cannot be computed on it: pass cpu or cuda")
-    if device.type == "cpu":
-        return text
-    backend = torch.backends.mps if device.type == "mps" else getattr(torch, device.type, None)
-    available = getattr(backend, "is_available", None)
-    if available is None or not available():
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine (or this torch build) has no {device.type} device; "
-                                         "pass cpu")  # fmt: skip
-    count = getattr(backend, "device_count", None)
-    if device.index is not None and count is not None and device.index >= count():
-        raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count()} {device.type} device(s), numbered "
-                                         "from 0")  # fmt: skip
+        check_device(text)
+    except InvalidConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
     return text
 
 

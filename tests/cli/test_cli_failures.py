@@ -85,8 +85,8 @@ def run_subprocess(*args, timeout=120):
         (["--r", "0"], "argument --r: expected an integer >= 1"),
         (["--max-length", "-1"], "argument --max-length: expected an integer >= 1"),
         (["--top", "0"], "argument --top: expected an integer >= 1"),
-        (["--device", "meta"], "meta holds no data"),
-        (["--device", "nonsense"], "is not a device"),
+        (["--device", "meta"], "device='meta' holds no data"),
+        (["--device", "nonsense"], "device='nonsense' is not a torch device"),
         (["--init-seed", str(2**70)], "seed 1180591620717411303424 is out of range"),
         (["--seed", "-1"], "seed -1 is out of range"),
     ],
@@ -103,7 +103,7 @@ def test_a_device_this_machine_lacks_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["select", "--device", "cuda"])
     assert exit_info.value.code == 2
-    assert "has no cuda device; pass cpu" in one_line(capsys.readouterr().err)
+    assert "device='cuda' cannot be used by this torch build" in one_line(capsys.readouterr().err)
 
 
 def test_linearity_checks_its_seed_and_max_length_too(capsys):
@@ -166,7 +166,7 @@ ISSUE_CASES = [
     (["--model", "three_labels"], 1, "has a trained classification head with 3 outputs"),
     (["--r", "0"], 2, "argument --r: expected an integer >= 1"),
     (["--max-length", "-1"], 2, "argument --max-length: expected an integer >= 1"),
-    (["--device", "meta"], 2, "meta holds no data"),
+    (["--device", "meta"], 2, "device='meta' holds no data"),
     (["--device", "cuda:99" if torch.cuda.is_available() else "cuda"], 2, "argument --device"),
     (["--init-seed", str(2**70)], 2, "is out of range"),
 ]
