@@ -499,3 +499,33 @@ def test_the_plain_words_on_equal_parameters_hold_in_the_committed_results():
     for budget in ("P", "P/4"):
         rows = {row["arm"]: row["test_mean"] for row in tables["convention_party"][budget]}
         assert max(rows.values()) - rows["head_only"] < 0.02, budget
+
+
+def test_the_follow_up_prose_holds_in_the_committed_results():
+    """ "In plain words" on follow-up 1: final, does not help; v and o chosen for every MiniLM task and budget (the
+    selections' picks, read from selection.json); it lost on validation in 11 of 18 cells, and on test on two of
+    the three tasks, winning on convention_party."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.equal_params.decide import MINILM_TASKS, apply_follow_up, compare_on_test, load_cells
+
+    text, folders = _equal_params_folders()
+    assert "it chose v and o for every MiniLM task and budget, which lost to q and v on validation in 11 of 18" in (
+        " ".join(text.split())
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(RESULTS_ROOT)
+        cells = load_cells(folders)
+        picks = [json.loads((Path(folder) / "selection.json").read_text()) for folder in folders]
+    follow_up = apply_follow_up(cells)
+    assert follow_up.status == "final" and not follow_up.helps and len(follow_up.cells) == 18
+    assert follow_up.losses == 11 and follow_up.mean_d < 0
+    for record in picks:
+        for budget in ("P", "P/4"):
+            modules = record[f"pick:kinds@{budget}"]["top"]
+            assert {name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1] for name in modules} == {
+                "self.value", "output.dense"}  # fmt: skip
+            assert len(modules) == 12  # MiniLM's 6 layers, two kinds each
+    on_test = compare_on_test(cells, "pick:kinds")
+    assert [task for task in MINILM_TASKS if on_test.vs_default[task] > 0] == ["convention_party"]
