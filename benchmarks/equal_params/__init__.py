@@ -19,7 +19,9 @@ as a sequence classifier on the reviews; ``benchmarks/data/smollm2.py``). ``--mo
    ``pick:lora``, ``pick:expected`` (all linear candidates, kernel lora / expected), ``pick:attention`` (q/k/v
    candidates), ``pick:adam`` and ``pick:ranks`` (per-module ranks r/4..2r; both need library features that
    may be missing: with the default ``--arms`` they are then skipped, named explicitly they fail),
-   ``random:<i>`` (``--random`` 8 subsets drawn exactly uniformly from ``pick:lora``'s space, ``sampling.py``),
+   ``pick:kinds`` (README's follow-up 1: one set of kinds in every layer at the default arm's rank,
+   ``layers_per_pick`` = the number of layers, selected afresh per budget), ``random:<i>`` (``--random`` 8
+   subsets drawn exactly uniformly from ``pick:lora``'s space, ``sampling.py``),
    ``kappa`` (PEFT's ``find_kappa_target_modules`` order, filled greedily), ``eva`` (PEFT's EVA on the default
    arm's modules and rank); and once ``head_only``. Selections use ``NTKSelector(param_budget=<budget>,
    objective="max_ratio", search="auto", time_limit=--time-limit)`` and are cached in
@@ -52,5 +54,5 @@ One job per module: ``tasks`` (models, rows, splits), ``sampling`` (uniform subs
 ``skeleton`` (weightless model: candidates, LoRA parameter counts), ``arms`` (the arms that need no kernel),
 ``selection`` (the selector's arms, KappaTune's order), ``eva`` (EVA's init), ``running`` (protocol, learning
 rate choice, ``runs.csv``), ``report`` (summary and tables), ``main`` (arguments, folder, plan, ``main(argv)``);
-``decide`` (the registered rule), ``agreement`` (score against accuracy), ``readme`` (README blocks).
+``decide`` (the registered rule and follow-up 1), ``agreement`` (score against accuracy), ``readme`` (README blocks).
 """
