@@ -8,6 +8,7 @@ import json
 import math
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from peft import LoraConfig
@@ -141,6 +142,9 @@ def test_kinds_everywhere_lists_every_kind_set_whose_modules_in_every_layer_fit(
         selection.kinds_everywhere(candidates, 127)
     partial = [c for c in candidates if (c.kind, c.layer) != ("o", 1)]  # o only in layer 0: no set may hold it
     assert all("o" not in kinds for kinds in selection.kinds_everywhere(partial, 512)["kind_sets"])
+    found = selection.Selections(Path("unused"), lambda: None, [], lora_config=LoraConfig(r=8))
+    with pytest.raises(BenchmarkError, match="needs the budget's rank"):  # never silently at the config's rank
+        found.select(selection.PICKS["pick:kinds"], "P/4", 256, explicit=False)
 
 
 def test_an_arm_over_its_budget_is_refused(skeleton):
