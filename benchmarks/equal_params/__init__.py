@@ -54,5 +54,6 @@ One job per module: ``tasks`` (models, rows, splits), ``sampling`` (uniform subs
 ``skeleton`` (weightless model: candidates, LoRA parameter counts), ``arms`` (the arms that need no kernel),
 ``selection`` (the selector's arms, KappaTune's order), ``eva`` (EVA's init), ``running`` (protocol, learning
 rate choice, ``runs.csv``), ``report`` (summary and tables), ``main`` (arguments, folder, plan, ``main(argv)``);
-``decide`` (the registered rule and follow-up 1), ``agreement`` (score against accuracy), ``readme`` (README blocks).
+``decide`` (the registered rule and follow-up 1), ``agreement`` (score against accuracy), ``headroom`` (could any
+arm chosen on validation beat default?), ``readme`` (README blocks).
 """

@@ -2,8 +2,9 @@
 
     .venv/bin/python -m benchmarks.equal_params.readme benchmarks/results/equal_params_minilm_*
 
-Two blocks: the results (``decide --markdown`` on every folder given) and the agreement of the kernel's score
-with fine-tuning (``agreement --markdown`` on the folders holding ``placement_scores.json``). Each start marker
+Three blocks: the results (``decide --markdown`` on every folder given), the agreement of the kernel's score
+with fine-tuning (``agreement --markdown`` on the folders holding ``placement_scores.json``) and the headroom
+(``headroom --markdown`` on every folder given). Each start marker
 names its folders, so that ``tests/docs/test_readme.py`` recomputes each block from the same committed files
 and compares it verbatim.
 """
@@ -15,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import agreement
-from .decide import decide, markdown
+from . import agreement, headroom
+from .decide import decide, load_cells, markdown
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,17 @@ AGREEMENT = Block("<!-- equal-params agreement: python -m benchmarks.equal_param
                   lambda folders: agreement.render(agreement.agreement(folders), markdown=True))  # fmt: skip
 
 
+HEADROOM = Block("<!-- equal-params headroom: python -m benchmarks.equal_params.headroom --markdown ",
+                 "<!-- end of equal-params headroom -->",
+                 lambda folders: headroom.render(headroom.headroom(load_cells(folders)), markdown=True))  # fmt: skip
+
+
 def update_readme(readme: Path, folders: Sequence[str]) -> None:
-    """Replace both blocks of ``readme`` (which must hold their markers): the results of ``folders``, the
-    agreement of those among them that hold ``placement_scores.json``."""
+    """Replace the blocks of ``readme`` (which must hold their markers): the results and the headroom of
+    ``folders``, the agreement of those among them that hold ``placement_scores.json``."""
     text = readme.read_text()
     scored = [folder for folder in folders if (Path(folder) / agreement.SCORES_FILE).is_file()]
-    for block, chosen in ((RESULTS, folders), (AGREEMENT, scored)):
+    for block, chosen in ((RESULTS, folders), (AGREEMENT, scored), (HEADROOM, folders)):
         if block.start not in text or block.end not in text:
             raise SystemExit(f"{readme} has no markers {block.start}... -->{block.end}: add them first")
         head, rest = text.split(block.start, 1)

@@ -381,3 +381,34 @@ def test_the_markdown_adds_the_follow_up_and_its_test_statistics_once_it_has_a_c
     assert "**pick:kinds on test**" in text and "| default | 18 | 18/0/0 | +0.100 |" in text
     assert "minus default: reviews +0.100, convention_party +0.100, debate_party +0.100" in text
     assert "Follow-up" not in decide.markdown(*decide.decide([study(tmp_path / "none")]))
+
+
+# headroom (post hoc)
+
+
+def test_headroom_keeps_the_best_arm_on_validation_and_reports_its_test_gain_and_the_oracles(tmp_path):
+    from benchmarks.equal_params import headroom
+
+    # pick:lora is best on validation (0.72) but tests at 0.45; pick:ranks tests best (0.60); default tests at 0.50
+    folder = study(tmp_path, vals={"pick:lora": 0.72}, tests={"default": 0.50, "pick:lora": 0.45, "pick:ranks": 0.60})
+    rows = headroom.headroom(decide.load_cells([folder]))
+    assert [(row.task, row.budget) for row in rows] == [("reviews", "P"), ("reviews", "P/4")]
+    for row in rows:
+        assert row.arms == 6 and row.seeds == 3
+        assert row.val_best == ("pick:lora",) and row.val_best_gain == pytest.approx(-0.05)
+        assert row.test_best == ("pick:ranks",) and row.test_best_gain == pytest.approx(0.10)
+    text = headroom.render(rows, markdown=True)
+    assert "| reviews | P | 6 | pick:lora | -0.050 | pick:ranks | +0.100 |" in text
+    assert "gains -0.050 on test over default on average (above zero in 0)" in text
+
+
+def test_headroom_averages_the_arms_tied_on_validation_and_leaves_out_arms_missing_a_seed(tmp_path):
+    from benchmarks.equal_params import headroom
+
+    vals = {"pick:lora": 0.72, "pick:expected": 0.72}
+    tests = {"default": 0.50, "pick:lora": 0.40, "pick:expected": 0.70}
+    late = [row for row in arm_runs("P", "pick:kinds", 0.99, 0.99) if row["seed"] != 2]  # no seed 2: left out
+    rows = headroom.headroom(decide.load_cells([study(tmp_path, vals=vals, tests=tests, extra=late)]))
+    at_p = next(row for row in rows if row.budget == "P")
+    assert at_p.val_best == ("pick:expected", "pick:lora") and at_p.val_best_gain == pytest.approx(0.05)
+    assert at_p.arms == 6 and "pick:kinds" not in at_p.test_best

@@ -10,7 +10,7 @@ import statistics
 import pytest
 
 from benchmarks.equal_params.decide import decide, defaults_of
-from benchmarks.equal_params.readme import AGREEMENT
+from benchmarks.equal_params.readme import AGREEMENT, HEADROOM
 from benchmarks.equal_params.readme import RESULTS as RESULTS_BLOCK
 from peft_ntk_select import NTKSelector
 from tests.docs.figures import RESULTS, check, close, find, load, read, section, table
@@ -385,7 +385,7 @@ def _equal_params_folders(block=RESULTS_BLOCK) -> tuple[str, list[str]]:
     return text, folders
 
 
-@pytest.mark.parametrize("block", [RESULTS_BLOCK, AGREEMENT], ids=["results", "agreement"])
+@pytest.mark.parametrize("block", [RESULTS_BLOCK, AGREEMENT, HEADROOM], ids=["results", "agreement", "headroom"])
 def test_the_equal_parameter_blocks_are_what_decide_and_agreement_print_from_the_committed_folders(block):
     """Each README block between its markers is ``decide --markdown`` (tables, the rule's verdict, the paired
     statistics) or ``agreement --markdown`` on the folders its start marker names, verbatim, from the committed
@@ -529,3 +529,32 @@ def test_the_follow_up_prose_holds_in_the_committed_results():
             assert len(modules) == 12  # MiniLM's 6 layers, two kinds each
     on_test = compare_on_test(cells, "pick:kinds")
     assert [task for task in MINILM_TASKS if on_test.vs_default[task] > 0] == ["convention_party"]
+
+
+def test_the_headroom_prose_holds_in_the_committed_results():
+    """ "How much room does placement leave?": 19 arms per task and budget; the arm best on validation does no
+    better than default on test on average and is above it in at most one task-budget; the best arm on test beats
+    default by a few points at most; validation splits of 150 to 300 examples."""
+    import json
+
+    from benchmarks.equal_params.decide import load_cells
+    from benchmarks.equal_params.headroom import headroom
+
+    text, folders = _equal_params_folders(HEADROOM)
+    prose = " ".join(text.split())
+    assert "every arm trained at every seed (19 arms: every random placement, head-only and `pick:kinds` included)" in (
+        prose
+    )
+    assert "does no better than PEFT's default on test, and the best placement on test beats it by a few points" in (
+        prose
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(RESULTS_ROOT)
+        cells = load_cells(folders)
+    rows = headroom(cells)
+    assert len(rows) == 6 and {row.arms for row in rows} == {19}
+    assert statistics.fmean(row.val_best_gain for row in rows) <= 0
+    assert sum(row.val_best_gain > 0 for row in rows) <= 1
+    assert 0 < max(row.test_best_gain for row in rows) < 0.05
+    sizes = [json.loads((RESULTS_ROOT / folder / "summary.json").read_text())["sizes"]["val"] for folder in folders]
+    assert (min(sizes), max(sizes)) == (150, 300) and "validation split of 150 to 300 examples" in prose
