@@ -485,7 +485,11 @@ def test_the_plain_words_on_equal_parameters_hold_in_the_committed_results():
     versus_default = report.paired[0]
     assert versus_default.against == "default" and 2 * versus_default.losses > versus_default.cells
     assert all(report.vs_default[task] < 0 for task in MINILM_TASKS)
-    assert "its pick does not beat PEFT's default placement (q and v in every layer), but it usually beats" in README
+    opening = " ".join(README.split())
+    assert (
+        "its pick does not beat PEFT's default placement (q and v in every layer), and on average neither does the "
+        "best on validation of 19 placements tried, but it usually beats" in opening
+    )
     versus_random = report.paired[1]
     assert versus_random.against.startswith("median random") and 2 * versus_random.wins > versus_random.cells
     tables = task_tables(cells)
