@@ -306,6 +306,7 @@ def test_the_command_line_prints_the_verdict_and_writes_json(tmp_path, capsys):
     written = json.loads((tmp_path / "out.json").read_text())
     assert written["verdict"]["winner"] == payload["verdict"]["winner"] == "pick:lora"
     assert written["test"]["arm"] == "pick:lora"
+    assert written["follow_up"]["status"] == "pending" and written["follow_up_test"] is None  # no pick:kinds run
     decide.main([str(folder), "--markdown"])
     assert "| arm |" in capsys.readouterr().out
 
@@ -381,6 +382,8 @@ def test_the_markdown_adds_the_follow_up_and_its_test_statistics_once_it_has_a_c
     assert "**pick:kinds on test**" in text and "| default | 18 | 18/0/0 | +0.100 |" in text
     assert "minus default: reviews +0.100, convention_party +0.100, debate_party +0.100" in text
     assert "Follow-up" not in decide.markdown(*decide.decide([study(tmp_path / "none")]))
+    payload = decide.main([folder.folder for folder in cells.tasks.values()])
+    assert payload["follow_up"]["helps"] and payload["follow_up_test"]["arm"] == "pick:kinds"
 
 
 # headroom (post hoc)
