@@ -213,16 +213,19 @@ class Selections:
 
     def stored(self, pick: Pick) -> SelectionResult | None:
         """``pick``'s kernels from its selection at another budget (``result.json`` beside it), if one was kept and
-        was computed with this folder's kernel, samples, seed, objective and time limit; None otherwise."""
+        was computed with this folder's kernel, samples, seed, objective, time limit, LoRA rank, alpha and scaling
+        (rsLoRA or not); None otherwise."""
         for path in sorted(self.folder.glob(f"{self._folder(pick, '*').name}/{KERNELS_FILE}")):
             try:
                 stored = SelectionResult.load(path.parent)
             except InvalidInputError as err:
                 logger.warning("%s ignored: %s", path, err)
                 continue
+            mine, theirs = self.lora_config, stored.lora_config
             same = (stored.kernel, stored.seed, len(stored.sample_indices), stored.settings.objective,
-                    stored.settings.time_limit) == (pick.kernel, self.seed, self.num_samples, "max_ratio",
-                                                    self.time_limit)  # fmt: skip
+                    stored.settings.time_limit, theirs.r, theirs.lora_alpha, theirs.use_rslora) == (
+                        pick.kernel, self.seed, self.num_samples, "max_ratio", self.time_limit, mine.r,
+                        mine.lora_alpha, mine.use_rslora)  # fmt: skip
             if same:
                 return stored
         return None

@@ -211,12 +211,12 @@ def test_another_budget_of_a_pick_reranks_its_stored_kernels_and_picks_what_a_fr
     rows = [{"text": f"review {i} was {'good' if i % 2 else 'bad'} and long", "label": i % 2} for i in range(16)]
     train = tasks.make_splits(rows, tasks.load_tokenizer(str(model_dir)), (8, 4, 4), seed=0, max_length=16).train
 
-    def folder(name, seed=0):
+    def folder(name, seed=0, **lora):
         def load():
             return load_classifier(str(model_dir), 2, seed=0)[0]
 
-        return selection.Selections(tmp_path / name, load, train, lora_config=LoraConfig(r=8), num_samples=8,
-                                    seed=seed)  # fmt: skip
+        return selection.Selections(tmp_path / name, load, train, lora_config=LoraConfig(**{"r": 8, **lora}),
+                                    num_samples=8, seed=seed)  # fmt: skip
 
     pick = selection.PICKS["pick:lora"]
     fresh = folder("fresh").select(pick, "P/4", 600, explicit=False)
@@ -238,6 +238,9 @@ def test_another_budget_of_a_pick_reranks_its_stored_kernels_and_picks_what_a_fr
         reused.select(selection.PICKS["pick:expected"], "P/4", 600, explicit=False)
     with pytest.raises(AssertionError, match="computed again"):  # nor does another selection seed
         folder("reused", seed=1).select(pick, "P/2", 1200, explicit=False)
+    for lora in ({"r": 4}, {"lora_alpha": 16}, {"use_rslora": True}):  # nor another rank or scaling
+        with pytest.raises(AssertionError, match="computed again"):
+            folder("reused", **lora).select(pick, "P/2", 1200, explicit=False)
 
 
 # -------------------------------------------------------------------------------------- data and protocol
