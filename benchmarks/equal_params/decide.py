@@ -96,13 +96,21 @@ class TaskFolder:
     folder: str
     r: int
     lrs: list[float]
-    missing: list[str]  # runs (or files) the registered protocol still needs; empty when complete
+    missing: dict[str, list[str]]  # arm (or SUMMARY_FILE) -> runs the registered protocol still needs; {} if complete
     counted: bool
 
-    def lacks(self, arms: Sequence[str]) -> list[str]:
-        """The ``missing`` entries of ``arms`` (``<budget>:<arm> ...``), and the summary's if it is missing."""
-        return [entry for entry in self.missing if entry.startswith(SUMMARY_FILE)
-                or entry.split(" ", 1)[0].split(":", 1)[-1] in arms]  # fmt: skip
+    def lacks(self, arms: Sequence[str] | None = None) -> list[str]:
+        """The missing runs of ``arms`` (None: of every arm), and the summary if it is missing."""
+        return [run for arm, runs in self.missing.items() if arms is None or arm in (SUMMARY_FILE, *arms)
+                for run in runs]  # fmt: skip
+
+    def missing_text(self, example: bool = True) -> str:
+        """ "missing runs: N" (``example``: ", e.g. <run>"); "at least N" while no summary says which arms were
+        planned."""
+        runs = [run for arm, lacking in self.missing.items() if arm != SUMMARY_FILE for run in lacking]
+        unknown = SUMMARY_FILE in self.missing
+        return (f"{'no summary yet; ' if unknown else ''}missing runs: {'at least ' if unknown else ''}{len(runs)}"
+                + (f", e.g. {runs[0]}" if runs and example else ""))  # fmt: skip
 
 
 @dataclass
@@ -170,24 +178,29 @@ def _label(cell: Cell) -> str:
     return f"{cell[0]} {cell[1]} seed {cell[2]}"
 
 
-def _missing_runs(folder: Path, runs: Sequence[Mapping[str, Any]], lrs: Sequence[float]) -> list[str]:
-    """What the registered protocol still needs in ``folder``: every planned arm (``summary.json``), every arm
-    in ``runs.csv`` and the rule's six arms at P and P/4, with seed 0 at every rate and every protocol seed at
-    the chosen rate."""
+def _missing_runs(folder: Path, runs: Sequence[Mapping[str, Any]], lrs: Sequence[float]) -> dict[str, list[str]]:
+    """What the registered protocol still needs in ``folder``, by arm: every planned arm (``summary.json``),
+    every arm in ``runs.csv`` and the rule's six arms at P and P/4, with seed 0 at every rate and every protocol
+    seed at the chosen rate; while no pass has finished (no summary, so the planned arms are unknown), the
+    summary first."""
     summary = folder / SUMMARY_FILE
-    if not summary.is_file():
-        return [f"{SUMMARY_FILE} (no pass of the study has finished)"]
-    keys = {arm["key"] for arm in json.loads(summary.read_text()).get("planned", [])}
-    keys |= {run["key"] for run in runs} | {f"{b}:{a}" for b in RULE_BUDGETS for a in (REFERENCE, *RULE_ARMS)}
-    missing = []
-    for key in sorted(keys):
+    missing: dict[str, list[str]] = {}
+    if summary.is_file():
+        arm_of = {arm["key"]: arm["arm"] for arm in json.loads(summary.read_text()).get("planned", [])}
+    else:
+        arm_of, missing[SUMMARY_FILE] = {}, [f"{SUMMARY_FILE} (no pass of the study has finished)"]
+    arm_of |= {run["key"]: run["arm"] for run in runs}
+    arm_of |= {f"{b}:{a}": a for b in RULE_BUDGETS for a in (REFERENCE, *RULE_ARMS)}
+    for key in sorted(arm_of):
         mine = [run for run in runs if run["key"] == key]
         tried = {run["lr"] for run in mine if run["seed"] == LR_SEED}
-        missing += [f"{key} seed {LR_SEED} lr {lr:g}" for lr in lrs if lr not in tried]
-        if all(lr in tried for lr in lrs):
+        lacking = [f"{key} seed {LR_SEED} lr {lr:g}" for lr in lrs if lr not in tried]
+        if not lacking:
             lr = choose_lr(mine, lrs)
             done = {run["seed"] for run in mine if run["lr"] == lr}
-            missing += [f"{key} seed {seed}" for seed in PROTOCOL_SEEDS if seed not in done]
+            lacking = [f"{key} seed {seed}" for seed in PROTOCOL_SEEDS if seed not in done]
+        if lacking:
+            missing.setdefault(arm_of[key], []).extend(lacking)
     return missing
 
 
@@ -221,7 +234,7 @@ def load_cells(folders: Sequence[Path | str]) -> Cells:
                 for budget in budgets:
                     scores.setdefault((task, budget, run["seed"]), {}).setdefault(run["arm"], score)
         logger.info("%s: task %s, %d runs, %s", folder, task, len(runs),
-                    "complete" if not missing else f"missing runs: {len(missing)}")  # fmt: skip
+                    tasks[task].missing_text() if missing else "complete")  # fmt: skip
     return Cells(scores, tasks)
 
 
@@ -242,8 +255,8 @@ def apply_rule(cells: Cells) -> Verdict:
     if len(ranks) > 1:
         raise BenchmarkError(f"the counted folders use different LoRA ranks r: {sorted(ranks)}")
     r = ranks.pop()
-    notes = [f"{task} not counted: " + (f"incomplete (missing runs: {len(folder.missing)}, e.g. {folder.missing[0]})"
-                                        if folder.missing else "not the registered study")
+    notes = [f"{task} not counted: " + (f"incomplete ({folder.missing_text()})" if folder.missing
+                                        else "not the registered study")
              for task, folder in cells.tasks.items() if not folder.counted]  # fmt: skip
     notes += [f"{task}: no folder" for task in MINILM_TASKS if task not in cells.tasks]
     notes += [f"{task} incomplete (missing runs: {len(cells.tasks[task].lacks(needed))})" for task in MINILM_TASKS
@@ -431,12 +444,25 @@ def _params(values: Sequence[int], is_range: bool) -> str:
     return ("-" if is_range else "/").join(f"{value:,}" for value in values) if values else "-"
 
 
-def render(cells: Cells, verdict: Verdict, report: TestReport | None, markdown: bool = False) -> str:
-    """The tables per task, the verdict, the paired statistics and the goal (README Markdown or plain text)."""
+def follow_up_report(cells: Cells) -> tuple[FollowUp, TestReport | None]:
+    """Follow-up 1 on validation (``apply_follow_up``) and, unless it is pending, its arm on test."""
+    follow_up = apply_follow_up(cells)
+    return follow_up, None if follow_up.status == "pending" else compare_on_test(cells, follow_up.arm)
+
+
+def render(
+    cells: Cells,
+    verdict: Verdict,
+    report: TestReport | None,
+    markdown: bool = False,
+    follow_up: tuple[FollowUp, TestReport | None] | None = None,
+) -> str:
+    """The tables per task, the verdict, the paired statistics and the goal (README Markdown or plain text);
+    ``follow_up``: ``follow_up_report(cells)``, computed here when not given."""
     lines: list[str] = []
     for task, budgets in task_tables(cells).items():
         folder = cells.tasks[task]
-        state = "complete" if not folder.missing else f"incomplete, missing runs: {len(folder.missing)}"
+        state = "complete" if not folder.missing else f"incomplete, {folder.missing_text(example=False)}"
         lines += ["", f"**{task}** ({state}{'' if folder.counted else '; not counted by the rule'}): test accuracy "
                   "mean ± std over seeds (n), LoRA parameters and learning rate per budget", ""]  # fmt: skip
         names = sorted({row["arm"] for rows in budgets.values() for row in rows}, key=_row_order)
@@ -455,12 +481,11 @@ def render(cells: Cells, verdict: Verdict, report: TestReport | None, markdown: 
     lines += ["", f"**Rule (validation accuracy): {verdict.status}.**", *_verdict_lines(verdict)]
     if report is not None:
         lines += [*_paired_lines(report, markdown), *_goal_lines(cells, report)]
-    follow_up = apply_follow_up(cells)
-    if follow_up.status != "pending":
+    follow_up, on_test = follow_up_report(cells) if follow_up is None else follow_up
+    if on_test is not None:
         lines += ["", f"**Follow-up 1, {follow_up.arm} (validation accuracy): {follow_up.status}.**",
-                  *_follow_up_lines(follow_up)]  # fmt: skip
-        on_test = compare_on_test(cells, follow_up.arm)
-        lines += [*_paired_lines(on_test, markdown), *_per_task_lines(cells, on_test)]
+                  *_follow_up_lines(follow_up), *_paired_lines(on_test, markdown),
+                  *_per_task_lines(cells, on_test)]  # fmt: skip
     return "\n".join(lines).strip() + "\n"
 
 
@@ -552,20 +577,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write verdict, statistics, tables here")
     args = parser.parse_args(argv)
     cells, verdict, report = decide(args.folders)
-    follow_up = apply_follow_up(cells)
+    follow_up, on_test = follow_up_report(cells)
     payload = {
         "verdict": dataclasses.asdict(verdict),
         "test": None if report is None else dataclasses.asdict(report),
         "follow_up": dataclasses.asdict(follow_up),
-        "follow_up_test": None
-        if follow_up.status == "pending"
-        else dataclasses.asdict(compare_on_test(cells, follow_up.arm)),
+        "follow_up_test": None if on_test is None else dataclasses.asdict(on_test),
         "tables": task_tables(cells),
         "tasks": {task: dataclasses.asdict(folder) for task, folder in cells.tasks.items()},
     }
     if args.json is not None:
         harness.write_result(args.json, payload)
-    print(render(cells, verdict, report, markdown=args.markdown))
+    print(render(cells, verdict, report, markdown=args.markdown, follow_up=(follow_up, on_test)))
     return payload
 
 

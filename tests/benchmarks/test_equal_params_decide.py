@@ -51,7 +51,8 @@ def write_folder(path, task, rows, planned=None, r=8):
     for row in rows:
         append_run(path / "runs.csv", row, running.RUN_FIELDS)
     if planned is not None:
-        (path / "summary.json").write_text(json.dumps({"planned": [{"key": key} for key in planned]}))
+        arms = [{"key": key, "arm": key.partition(":")[2] or key} for key in planned]  # "<budget>:<arm>" or the arm
+        (path / "summary.json").write_text(json.dumps({"planned": arms}))
     return path
 
 
@@ -200,13 +201,17 @@ def test_a_folder_lacking_a_seed_or_a_planned_arm_is_incomplete(tmp_path):
     rows = [row for budget in BUDGETS for arm in RULE for row in arm_runs(budget, arm, 0.7)]
     cut = [row for row in rows if (row["key"], row["seed"]) != ("P/4:pick:ranks", 2)]
     folder = write_folder(tmp_path / "a", "smollm2_reviews", cut, sorted({row["key"] for row in rows}))
-    assert decide.load_cells([folder]).tasks["smollm2_reviews"].missing == ["P/4:pick:ranks seed 2"]
+    assert decide.load_cells([folder]).tasks["smollm2_reviews"].missing == {"pick:ranks": ["P/4:pick:ranks seed 2"]}
     folder = write_folder(tmp_path / "b", "smollm2_reviews", rows, ["P:kappa", *{row["key"] for row in rows}])
     missing = decide.load_cells([folder]).tasks["smollm2_reviews"].missing
-    assert missing == ["P:kappa seed 0 lr 0.005", "P:kappa seed 0 lr 0.015"]
+    assert missing == {"kappa": ["P:kappa seed 0 lr 0.005", "P:kappa seed 0 lr 0.015"]}
     folder = write_folder(tmp_path / "c", "smollm2_reviews", rows, sorted({row["key"] for row in rows}))
     cells = decide.load_cells([folder])
-    assert cells.tasks["smollm2_reviews"].missing == [] and cells.tasks["smollm2_reviews"].counted
+    assert cells.tasks["smollm2_reviews"].missing == {} and cells.tasks["smollm2_reviews"].counted
+    folder = decide.load_cells([write_folder(tmp_path / "d", "smollm2_reviews", cut)]).tasks["smollm2_reviews"]
+    assert list(folder.missing) == ["summary.json", "pick:ranks"] and not folder.counted  # no pass has finished
+    assert folder.missing_text() == "no summary yet; missing runs: at least 1, e.g. P/4:pick:ranks seed 2"
+    assert folder.lacks(["default"]) == ["summary.json (no pass of the study has finished)"]
 
 
 def test_two_folders_for_one_task_are_refused(tmp_path):
