@@ -16,7 +16,7 @@ from peft import LoraConfig
 from torch import nn
 
 from peft_ntk_select import NTKSelector, SelectionResult, discover_candidates
-from peft_ntk_select.cli.loading import DEMO, TokenizedTexts, load_classifier, read_rows
+from peft_ntk_select.cli.loading import DEMO, TokenizedTexts, load_classifier, load_tokenizer, read_rows
 from peft_ntk_select.search.objectives import DEFAULT_OBJECTIVE, OBJECTIVES
 
 from . import __doc__ as OVERVIEW
@@ -144,14 +144,8 @@ def check_folder(folder: Path, settings: Mapping[str, Any]) -> None:
 
 def split_data(args: argparse.Namespace) -> tuple[list[dict], list[dict], Any, int, float]:
     """(train, eval, tokenizer, num_labels, majority accuracy of eval): tokenized disjoint splits."""
-    from transformers import AutoTokenizer
-
-    from peft_ntk_select.cli.assets import minilm_path
-
     rows = read_rows(args.data)
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()) if args.model == DEMO else args.model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(args.model)
     texts = TokenizedTexts(rows, tokenizer, text_column=args.text_column, label_column=args.label_column,
                            text_pair_column=args.text_pair_column, max_length=args.max_length)  # fmt: skip
     if args.train_size + args.eval_size > len(texts):

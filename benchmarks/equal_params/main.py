@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from peft_ntk_select.candidates import ALL_LINEAR, placement_params
-from peft_ntk_select.cli.loading import load_classifier
+from peft_ntk_select.cli.loading import load_classifier, load_tokenizer
 
 from .. import harness
 from ..compare_picks.choosing import BenchmarkError
@@ -36,7 +36,7 @@ from .report import report_text, summarize
 from .running import ArmTrainer, parse_shard, run_study, shard_arms, start_runs
 from .selection import PICKS, Selections
 from .skeleton import Skeleton
-from .tasks import TASKS, Splits, load_tokenizer, make_splits
+from .tasks import TASKS, Splits, make_splits
 
 logger = logging.getLogger("equal_params")
 

@@ -109,19 +109,6 @@ def split_indices(total: int, sizes: tuple[int, int, int], seed: int) -> tuple[l
             order[train_size + val_size : train_size + val_size + test_size])  # fmt: skip
 
 
-def load_tokenizer(model_source: str) -> Any:
-    """The model's tokenizer, with the end-of-sequence token as padding when it has none (as
-    ``load_classifier`` does, so the classifier's ``pad_token_id`` agrees)."""
-    from transformers import AutoTokenizer
-
-    from peft_ntk_select.cli.assets import minilm_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()) if model_source == DEMO else model_source)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def make_splits(rows: Rows, tokenizer: Any, sizes: tuple[int, int, int], seed: int, max_length: int = 64) -> Splits:
     """Tokenize ``rows`` (``text``, ``label``) with ``TokenizedTexts`` and cut them with ``split_indices``."""
     texts = TokenizedTexts(rows, tokenizer, text_column="text", label_column="label", max_length=max_length)

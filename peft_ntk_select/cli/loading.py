@@ -221,15 +221,39 @@ def checkpoint_num_labels(model: str) -> int:
     try:
         return int(AutoConfig.from_pretrained(_source(model)).num_labels)
     except (OSError, ValueError) as err:
-        raise InvalidInputError(f"cannot load model {model!r}: {_first_line(err)}") from err
+        raise _cannot_load(model, err) from err
 
 
 def _source(model: str) -> str:
     return str(minilm_path()) if model == DEMO else model
 
 
+def _cannot_load(model: str, err: BaseException) -> InvalidInputError:
+    """The error for a model that did not load: a path that does not exist is named as such (transformers would
+    call it a bad hub name), anything else gives transformers' first line."""
+    path_like = model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+    if path_like and not Path(model).expanduser().exists():
+        return InvalidInputError(f"cannot load model {model!r}: no such folder: pass a model folder, a hub name "
+                                 "(with network access) or 'demo'")  # fmt: skip
+    return InvalidInputError(f"cannot load model {model!r}: {_first_line(err)}")
+
+
 def _first_line(err: BaseException) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_tokenizer(model: str) -> Any:
+    """``model``'s tokenizer (a local folder, a hub name, or ``"demo"``), with the end-of-sequence token as
+    padding when it has none. ``InvalidInputError`` when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(_source(model))
+    except (OSError, ValueError) as err:
+        raise _cannot_load(model, err) from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_classifier(model: str, num_labels: int | None, seed: int = 0) -> tuple[nn.Module, Any]:
@@ -237,16 +261,15 @@ def load_classifier(model: str, num_labels: int | None, seed: int = 0) -> tuple[
     config says, 2 by default) from a local folder, a hub name (online users), or ``"demo"`` (the embedded MiniLM).
     A new head is drawn with ``seed``. ``InvalidInputError`` when the model cannot be loaded, or when the
     checkpoint holds a trained head of another size than ``num_labels``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    source = _source(model)
     declared = checkpoint_num_labels(model)
     outputs = declared if num_labels is None else num_labels
+    tokenizer = load_tokenizer(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            classifier = AutoModelForSequenceClassification.from_pretrained(source, num_labels=outputs)
+            classifier = AutoModelForSequenceClassification.from_pretrained(_source(model), num_labels=outputs)
     except RuntimeError as err:
         if "mismatched" not in str(err) or outputs == declared:
             raise
@@ -256,9 +279,7 @@ def load_classifier(model: str, num_labels: int | None, seed: int = 0) -> tuple[
             "checkpoint without a classification head"
         ) from err
     except (OSError, ValueError) as err:
-        raise InvalidInputError(f"cannot load model {model!r}: {_first_line(err)}") from err
+        raise _cannot_load(model, err) from err
     if classifier.config.pad_token_id is None:
-        classifier.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        classifier.config.pad_token_id = tokenizer.pad_token_id
     return classifier.eval(), tokenizer

@@ -327,3 +327,11 @@ def test_a_library_error_in_the_benchmark_is_one_line_and_exit_status_1(tmp_path
     assert done.returncode == 1, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("compare_picks: error: data file")
+
+
+def test_a_model_folder_that_does_not_exist_is_named_before_anything_runs(tmp_path):
+    """transformers would call a missing folder a bad hub name; the benchmark says there is no such folder."""
+    from peft_ntk_select.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no such folder"):
+        main.main(["--model", str(tmp_path / "no_model"), "--output", str(tmp_path / "out")])

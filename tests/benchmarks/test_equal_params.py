@@ -206,10 +206,10 @@ def test_a_missing_library_feature_skips_its_arm_unless_asked_for(tmp_path, monk
 def test_another_budget_of_a_pick_reranks_its_stored_kernels_and_picks_what_a_fresh_selection_picks(
     model_dir, tmp_path, monkeypatch
 ):
-    from peft_ntk_select.cli.loading import load_classifier
+    from peft_ntk_select.cli.loading import load_classifier, load_tokenizer
 
     rows = [{"text": f"review {i} was {'good' if i % 2 else 'bad'} and long", "label": i % 2} for i in range(16)]
-    train = tasks.make_splits(rows, tasks.load_tokenizer(str(model_dir)), (8, 4, 4), seed=0, max_length=16).train
+    train = tasks.make_splits(rows, load_tokenizer(str(model_dir)), (8, 4, 4), seed=0, max_length=16).train
 
     def folder(name, seed=0, **lora):
         def load():
@@ -487,3 +487,11 @@ def test_placement_scores_follow_pefts_modules_and_ranks_and_agree_with_the_sele
     assert "rho(score)" in agreement.render(rows, markdown=True)
     with pytest.raises(BenchmarkError, match="not per shard"):
         main.main([*argv, "--score-placements", "--shard", "0/2"])
+
+
+def test_a_model_folder_that_does_not_exist_is_named_before_anything_runs(tmp_path):
+    """transformers would call a missing folder a bad hub name; the study says there is no such folder."""
+    from peft_ntk_select.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="no such folder"):
+        main.main(["--task", "reviews", "--model", str(tmp_path / "no_model"), "--output", str(tmp_path / "out")])
