@@ -37,6 +37,17 @@ from .loading import DEMO, TokenizedTexts, column_names, load_classifier, read_r
 logger = logging.getLogger("peft_ntk_select")
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to an option's help unless the help already gives it, or the default is None or
+    False (an unset option, a flag off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or action.default is False or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line on stderr, exit status 2."""
 
@@ -128,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compute the LoRA kernels of every candidate module on n samples and rank subsets "
         "by --objective (default: highest spectral ratio first). With no --model/--data: the embedded MiniLM on "
         "real movie reviews, offline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     _add_source_arguments(select)
     select.add_argument("--num-samples", type=int, default=32, help="samples the kernels are computed on")
@@ -142,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--layers-per-pick", type=int, default=None, help="instead of --budget: the paper's "
                         "structured space, this many layers with one of --kind-sets")  # fmt: skip
     select.add_argument("--kind-sets", type=_kind_sets, default=[("q", "v")], help="kind sets of the structured "
-                        "space, e.g. q+v,k,q+k+v")  # fmt: skip
+                        "space, e.g. q+v,k,q+k+v (default: q+v)")  # fmt: skip
     select.add_argument("--search", choices=("auto", *SEARCHES), default="auto", help="search: auto = exhaustive up "
                         "to 200,000 subsets, else exact branch-and-bound (beam without bounds); greedy and "
                         "beam for huge spaces")  # fmt: skip
@@ -183,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ranks all of them; --search exact, greedy or beam keeps this many)")  # fmt: skip
     select.add_argument("--output", type=Path, default=None, help="folder for adapter_config.json, result.json, "
                         "report.png; written whole (an earlier run's files there are replaced; a folder holding other "
-                        "files is refused)")  # fmt: skip
+                        "files is refused). Without it nothing is written")  # fmt: skip
     select.add_argument("--json", action="store_true", help="print a machine-readable JSON summary on stdout")
     select.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
     linearity = commands.add_parser(
@@ -193,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "||f(x') - f(x)|| / ||x' - x|| over sample pairs (x: input embeddings, f: logits). A flat curve means the "
         "linearization behind the kernel picks holds within r. With no --model/--data: the embedded MiniLM on "
         "real movie reviews, offline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsFormatter,
     )
     _add_linearity_arguments(linearity)
     return parser
@@ -211,7 +222,8 @@ def _add_linearity_arguments(linearity: argparse.ArgumentParser) -> None:
                            "kinds, e.g. q,v (default: all)")  # fmt: skip
     linearity.add_argument("--seed", type=_seed, default=0, help="seed of the sample draw, directions and new head")
     linearity.add_argument("--output", type=Path, default=None, help="folder for linearity.json and "
-                           "linearity.png; written whole, as select's --output")  # fmt: skip
+                           "linearity.png; written whole, as select's --output (without it nothing is "
+                           "written)")  # fmt: skip
     linearity.add_argument("--json", action="store_true", help="print the curve as JSON on stdout")
     linearity.add_argument("--debug", action="store_true", help="show tracebacks and library warnings")
 

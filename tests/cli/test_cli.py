@@ -43,6 +43,18 @@ def test_help_lists_every_option():
     assert "(default: 32)" in text
 
 
+@pytest.mark.parametrize("command", ["select", "linearity"])
+def test_help_gives_each_default_once_and_never_none(command):
+    """An option whose help states its default gets no second "(default: ...)"; unset options and flags get none."""
+    parser = build_parser()._subparsers._group_actions[0].choices[command]
+    text = " ".join(parser.format_help().split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for action in parser._actions:
+        help_text = " ".join(parser._get_formatter()._expand_help(action).split()) if action.help else ""
+        assert help_text.count("(default") <= 1, (action.option_strings, help_text)
+    assert "(default: 0.0001)" in text or command == "linearity"
+
+
 def test_module_entry_point_prints_help():
     done = subprocess.run([sys.executable, "-m", "peft_ntk_select", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "select" in done.stdout
