@@ -218,23 +218,30 @@ def checkpoint_num_labels(model: str) -> int:
     """The number of outputs of the classification head that ``model``'s config declares (2 when it has none)."""
     from transformers import AutoConfig
 
+    source = _source(model)
     try:
-        return int(AutoConfig.from_pretrained(_source(model)).num_labels)
+        return int(AutoConfig.from_pretrained(source).num_labels)
     except (OSError, ValueError) as err:
         raise _cannot_load(model, err) from err
 
 
 def _source(model: str) -> str:
-    return str(minilm_path()) if model == DEMO else model
+    """What transformers loads for ``model``: the embedded MiniLM for ``"demo"``, else ``model`` itself.
+    ``InvalidInputError`` at once for a path that does not exist (transformers would take it for a hub name and,
+    offline, wait on the network before failing)."""
+    if model == DEMO:
+        return str(minilm_path())
+    path = Path(model).expanduser()
+    path_like = model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model or (
+        path.parent != Path(".") and path.parent.is_dir())  # fmt: skip
+    if path_like and not path.exists():
+        raise InvalidInputError(f"cannot load model {model!r}: no such folder: pass a model folder, a hub name "
+                                "(with network access) or 'demo'")  # fmt: skip
+    return model
 
 
 def _cannot_load(model: str, err: BaseException) -> InvalidInputError:
-    """The error for a model that did not load: a path that does not exist is named as such (transformers would
-    call it a bad hub name), anything else gives transformers' first line."""
-    path_like = model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
-    if path_like and not Path(model).expanduser().exists():
-        return InvalidInputError(f"cannot load model {model!r}: no such folder: pass a model folder, a hub name "
-                                 "(with network access) or 'demo'")  # fmt: skip
+    """The error for a model transformers could not load, with its first line."""
     return InvalidInputError(f"cannot load model {model!r}: {_first_line(err)}")
 
 
@@ -247,8 +254,9 @@ def load_tokenizer(model: str) -> Any:
     padding when it has none. ``InvalidInputError`` when it cannot be loaded."""
     from transformers import AutoTokenizer
 
+    source = _source(model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(_source(model))
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise _cannot_load(model, err) from err
     if tokenizer.pad_token_id is None:
@@ -263,13 +271,14 @@ def load_classifier(model: str, num_labels: int | None, seed: int = 0) -> tuple[
     checkpoint holds a trained head of another size than ``num_labels``."""
     from transformers import AutoModelForSequenceClassification
 
+    source = _source(model)
     declared = checkpoint_num_labels(model)
     outputs = declared if num_labels is None else num_labels
     tokenizer = load_tokenizer(model)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            classifier = AutoModelForSequenceClassification.from_pretrained(_source(model), num_labels=outputs)
+            classifier = AutoModelForSequenceClassification.from_pretrained(source, num_labels=outputs)
     except RuntimeError as err:
         if "mismatched" not in str(err) or outputs == declared:
             raise

@@ -381,3 +381,23 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_status_130():
         process.kill()
     assert process.returncode == 130, stderr
     assert one_line(stderr) == "peft-ntk-select: interrupted"
+
+
+def test_a_model_path_that_does_not_exist_is_named_and_a_hub_name_keeps_transformers_reason(tmp_path, monkeypatch):
+    """Paths (absolute, relative under an existing folder, ./x) are 'no such folder'; an org/name that is no local
+    path keeps transformers' reason (given here, not fetched: this machine is offline)."""
+    from peft_ntk_select.cli.loading import _cannot_load, load_tokenizer
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    import transformers
+
+    def network(*args, **kwargs):
+        raise AssertionError("transformers was asked (offline, it would wait on the network)")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", network)
+    for missing in (str(tmp_path / "nothing"), "models/nothing", "./nothing", "a/b/c"):
+        with pytest.raises(InvalidInputError, match="no such folder"):
+            load_tokenizer(missing)
+    error = _cannot_load("some-org/some-model", OSError("We couldn't connect to the hub\nmore"))
+    assert str(error) == "cannot load model 'some-org/some-model': We couldn't connect to the hub"
