@@ -247,5 +247,19 @@ def check_ranks(ranks: Iterable[int]) -> tuple[int, ...]:
 
 def placement_params(model: nn.Module, kinds: Iterable[str] | str, rank: int) -> int:
     """LoRA parameters of a placement: every module of ``kinds`` in every layer at ``rank``, e.g. PEFT's default
-    placement ``("q", "v")``; ``NoCandidatesError`` when the model has no module of those kinds."""
-    return sum(candidate.num_params for candidate in discover_candidates(model, rank=rank, kinds=kinds))
+    placement ``("q", "v")``. ``NoCandidatesError`` when the model lacks a kind named (``"all-linear"``: every
+    kind it has), since the count would silently be that of a smaller placement."""
+    listed = [kinds] if isinstance(kinds, str) else list(kinds)
+    if not listed:
+        raise InvalidConfigError("a placement needs at least one kind, e.g. ('q', 'v')")
+    wanted = wanted_kinds(kinds if isinstance(kinds, str) else listed) or set()
+    every = discover_candidates(model, rank=rank, kinds=ALL_LINEAR)
+    present = {c.kind for c in every}
+    missing = [] if ALL_LINEAR in listed else sorted(wanted - present)
+    if missing:
+        fused = " (q, k and v are fused here, as in GPT-2's c_attn: kind qkv)" if "qkv" in present else ""
+        raise NoCandidatesError(
+            f"the placement {tuple(listed)} needs kinds {missing} that this model lacks; its kinds are "
+            f"{sorted(present)}{fused}: name kinds it has, or give a number of LoRA parameters"
+        )
+    return sum(c.num_params for c in every if c.kind in wanted)

@@ -12,7 +12,7 @@ from torch import nn
 
 from .candidates import Candidate, discover_candidates, placement_params, rank_options
 from .diagnostics.stability import StabilityReport, stability
-from .errors import InvalidConfigError
+from .errors import InvalidConfigError, NoCandidatesError
 from .inputs import prepare_samples
 from .kernels.compute import kernel_pass, resolve_engine, validate_kernel
 from .kernels.custody import exclusive_use, in_dtype, on_device
@@ -154,7 +154,10 @@ class NTKSelector:
                     f"param_budget={param_budget!r}: pass a number of LoRA parameters (an integer), or kinds whose "
                     "placement in every layer sets it, e.g. param_budget=('q', 'v')"
                 )
-            placement, param_budget = param_budget, placement_params(model, param_budget, lora_config.r)
+            try:
+                placement, param_budget = param_budget, placement_params(model, param_budget, lora_config.r)
+            except NoCandidatesError as err:
+                raise NoCandidatesError(f"param_budget={param_budget!r}: {err}") from err
             logger.info("param_budget: %s LoRA parameters, those of %s in every layer at r=%d", f"{param_budget:,}",
                         placement, lora_config.r)  # fmt: skip
         self.kernel_settings = KernelSettings(

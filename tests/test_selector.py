@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from peft_ntk_select import InvalidConfigError, NoCandidatesError, NTKSelector, SelectionResult, compute_kernels
+from peft_ntk_select.candidates import discover_candidates, placement_params
 from peft_ntk_select.diagnostics.stability import compare_runs
 from peft_ntk_select.errors import InvalidInputError
 from tests.helpers import make_batch, make_model, model_snapshot
@@ -327,9 +328,17 @@ def test_a_placement_as_param_budget_means_its_parameters_in_every_layer():
     assert exact.ranking == result.ranking[:5] and exact.certificate.optimal
 
 
-def test_a_placement_the_model_lacks_is_refused():
-    with pytest.raises(NoCandidatesError, match="no candidate module matched"):
-        select("gpt2", param_budget=("q", "v"))  # GPT-2's attention is the fused qkv
+def test_a_placement_the_model_lacks_even_in_part_is_refused_with_the_kinds_it_has():
+    """GPT-2 fuses q, k and v (kind qkv); BERT has no gate: a placement naming a missing kind is refused rather than
+    counted as the smaller placement it would be; "all-linear" is every kind the model has."""
+    with pytest.raises(NoCandidatesError, match=r"param_budget=\('q', 'v'\).*lacks.*kind qkv"):
+        select("gpt2", param_budget=("q", "v"))
+    with pytest.raises(NoCandidatesError, match=r"needs kinds \['gate'\]"):
+        select("bert", param_budget=("q", "v", "gate"))
+    model = make_model("bert")
+    linear = sum(c.num_params for c in discover_candidates(model, rank=8, kinds="all-linear"))
+    assert placement_params(model, "all-linear", 8) == placement_params(model, ["all-linear"], 8) == linear
+    assert placement_params(make_model("gpt2"), ("qkv",), 4) == 2 * 4 * (16 + 48)  # 2 layers of c_attn 16 -> 48
 
 
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
