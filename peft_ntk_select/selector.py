@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig
 from torch import nn
 
-from .candidates import Candidate, discover_candidates, placement_params, rank_options
+from .candidates import ALL_LINEAR, Candidate, discover_candidates, placement_params, rank_options
 from .diagnostics.stability import StabilityReport, stability
 from .errors import InvalidConfigError, NoCandidatesError
 from .inputs import prepare_samples
@@ -182,6 +182,7 @@ class NTKSelector:
             modules=self.kernel_settings.modules,
             lora_config=lora_config,
         )
+        _log_absent_kinds(self.kernel_settings.kinds, self.candidates)
         if self.kernel_settings.ranks is not None:
             check_rank_allocation(lora_config, self.ranking_settings)
             self.candidates = rank_options(self.candidates, self.kernel_settings.ranks)
@@ -300,6 +301,18 @@ class NTKSelector:
             return None
         num_labels = int(getattr(getattr(self.model, "config", None), "num_labels", 1) or 1)
         return regression_targets(labels, num_labels, signed=self.kernel_settings.output_mode == "margin")
+
+
+def _log_absent_kinds(kinds: tuple[str, ...] | None, candidates: Sequence[Candidate]) -> None:
+    """A warning naming the ``kinds`` asked for that no candidate has (the others are used): e.g. ``gate`` on BERT,
+    or ``q`` on GPT-2, whose q, k and v are one fused ``qkv`` module. None and ``"all-linear"`` name no kind."""
+    if kinds is None or ALL_LINEAR in kinds:
+        return
+    found = {candidate.kind for candidate in candidates}
+    absent = sorted(set(kinds) - found)
+    if absent:
+        logger.warning("kinds %s match no candidate module (the candidates' kinds: %s): only %s are used", absent,
+                       sorted(found), sorted(set(kinds) & found))  # fmt: skip
 
 
 def check_rank_allocation(lora_config: LoraConfig, ranking: RankingSettings) -> None:

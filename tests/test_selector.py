@@ -341,6 +341,19 @@ def test_a_placement_the_model_lacks_even_in_part_is_refused_with_the_kinds_it_h
     assert placement_params(make_model("gpt2"), ("qkv",), 4) == 2 * 4 * (16 + 48)  # 2 layers of c_attn 16 -> 48
 
 
+def test_kinds_the_model_lacks_are_named_in_a_warning_and_the_others_used(caplog):
+    config = LoraConfig(r=4, lora_alpha=8, task_type="SEQ_CLS")
+    with caplog.at_level("WARNING", logger="peft_ntk_select"):
+        selector = NTKSelector(make_model("bert"), config, kinds=("q", "gate"), budget=1)
+    assert {c.kind for c in selector.candidates} == {"q"}
+    assert "kinds ['gate'] match no candidate module" in caplog.text and "only ['q'] are used" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="peft_ntk_select"):
+        NTKSelector(make_model("bert"), config, kinds="all-linear", budget=1)  # no gate on BERT: not asked by name
+        NTKSelector(make_model("bert"), config, budget=1)  # the default attention kinds include GPT-2's qkv
+    assert "match no candidate" not in caplog.text
+
+
 @pytest.mark.parametrize("family", ["bert", "llama", "gpt2"])
 def test_the_adam_kernel_ranks_by_its_symmetric_part_and_keeps_the_asymmetric_kernels(family):
     """kernel="adam": result.base_kernel / contributions are compute_kernels' SignGD kernels as defined
