@@ -189,6 +189,9 @@ def discover_candidates(
             f", lora_config target_modules={lora_config.target_modules!r}, exclude_modules="
             f"{lora_config.exclude_modules!r}, layers_to_transform={lora_config.layers_to_transform!r}"
         )  # fmt: skip
+        present = sorted({_layer_index(name) for name in names} - {-1})
+        if wanted_layers is not None and present and not wanted_layers & set(present):
+            config_note += f"; the model's layers are {present[0]} to {present[-1]}"
         raise NoCandidatesError(
             f"no candidate module matched (kinds={sorted(wanted) if wanted else 'all'}, "
             f"layers={sorted(wanted_layers) if wanted_layers is not None else 'all'}{config_note}): no linear module "

@@ -71,6 +71,11 @@ def test_rank_can_depend_on_the_module():
 def test_no_match_names_the_filters_and_the_fix():
     with pytest.raises(NoCandidatesError, match="widen kinds/layers/the config.s targets or pass modules="):
         discover_candidates(make_model("bert"), layers=[7])
+    with pytest.raises(NoCandidatesError, match="the model's layers are 0 to 1"):  # tiny BERT: 2 layers
+        discover_candidates(make_model("bert"), layers=[7])
+    with pytest.raises(NoCandidatesError) as info:  # layer 1 exists: the kinds are what is missing
+        discover_candidates(make_model("bert"), layers=[1], kinds=["gate"])
+    assert "the model's layers" not in str(info.value)
 
 
 def test_unknown_module_names_are_refused():
