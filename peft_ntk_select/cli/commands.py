@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--lora-alpha", type=float, default=8, help="LoRA alpha")
     select.add_argument("--sigma", type=float, default=1e-4, help="ridge strength sigma")
     select.add_argument("--engine", choices=["auto", *sorted(ENGINES)], default="auto",
-                        help="kernel engine (auto: func, or hooks where torch.func cannot trace it)")  # fmt: skip
+                        help="kernel engine (auto: hooks on CUDA or where torch.func cannot trace the model, else "
+                        "func)")  # fmt: skip
     select.add_argument("--output-mode", choices=OUTPUT_MODES, default=None, help="kernel output (default: trace)")
     select.add_argument("--seed", type=_seed, default=0, help="seed of the sample draw, LoRA init and new head")
     select.add_argument("--init-seed", type=_seed, default=None, help="seed of the LoRA A draw (default: --seed)")
