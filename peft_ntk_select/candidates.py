@@ -86,9 +86,12 @@ def module_kind(name: str) -> str | None:
 
 
 def wanted_kinds(kinds: Iterable[str] | str | None) -> set[str] | None:
-    """The kinds asked for: None (no filter), ``"all-linear"`` (every kind, alone or in a list) or kinds."""
-    if kinds is None:
-        return None
+    """The kinds asked for: None (no filter), or ``named_kinds(kinds)``."""
+    return None if kinds is None else named_kinds(kinds)
+
+
+def named_kinds(kinds: Iterable[str] | str) -> set[str]:
+    """The kinds named: ``"all-linear"`` (every kind, alone or in a list) or kinds, or ``InvalidConfigError``."""
     if isinstance(kinds, str) and kinds != ALL_LINEAR:
         raise InvalidConfigError(
             f"kinds={kinds!r} is one string: pass a list, e.g. kinds=('q', 'v'), or kinds='{ALL_LINEAR}'"
@@ -255,7 +258,7 @@ def placement_params(model: nn.Module, kinds: Iterable[str] | str, rank: int) ->
     listed = [kinds] if isinstance(kinds, str) else list(kinds)
     if not listed:
         raise InvalidConfigError("a placement needs at least one kind, e.g. ('q', 'v')")
-    wanted = wanted_kinds(kinds if isinstance(kinds, str) else listed) or set()
+    wanted = named_kinds(kinds if isinstance(kinds, str) else listed)
     every = discover_candidates(model, rank=rank, kinds=ALL_LINEAR)
     present = {c.kind for c in every}
     missing = [] if ALL_LINEAR in listed else sorted(wanted - present)
