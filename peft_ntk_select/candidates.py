@@ -85,11 +85,6 @@ def module_kind(name: str) -> str | None:
     return next((kind for kind, pattern in KIND_PATTERNS if pattern.search(f".{name}")), None)
 
 
-def wanted_kinds(kinds: Iterable[str] | str | None) -> set[str] | None:
-    """The kinds asked for: None (no filter), or ``named_kinds(kinds)``."""
-    return None if kinds is None else named_kinds(kinds)
-
-
 def named_kinds(kinds: Iterable[str] | str) -> set[str]:
     """The kinds named: ``"all-linear"`` (every kind, alone or in a list) or kinds, or ``InvalidConfigError``."""
     if isinstance(kinds, str) and kinds != ALL_LINEAR:
@@ -171,7 +166,7 @@ def discover_candidates(
                  if (by_config or module_kind(name)) and linear_shape(module) is not None]  # fmt: skip
         if lora_config is not None:
             names = [name for name in names if config_allows(lora_config, name)]
-    wanted = wanted_kinds(kinds)
+    wanted = None if kinds is None else named_kinds(kinds)
     if wanted is None and modules is None and not explicit_targets(lora_config):
         all_linear = lora_config is not None and lora_config.target_modules == ALL_LINEAR
         wanted = set(KINDS if all_linear else ATTENTION_KINDS)
