@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -368,18 +369,26 @@ def test_ctrl_c_during_a_real_selection_is_one_line_and_status_130(model_dir, da
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
-def test_ctrl_c_while_the_command_line_starts_is_one_line_and_status_130():
+@pytest.mark.parametrize("launcher", ["peft-ntk-select", "python -m peft_ntk_select"])
+def test_ctrl_c_while_the_command_line_starts_is_one_line_and_status_130(launcher):
     # The package imports torch, transformers and peft only on first use, so the interrupt lands in the
-    # command line's own import (or, on a fast machine, in main): one line, status 130 either way.
-    process = subprocess.Popen([sys.executable, "-m", "peft_ntk_select", "select", "--help"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # command line's own import (or, on a fast machine, in main): one line, status 130 either way. Under
+    # `python -m`, CPython itself may instead end the process by SIGINT after our handler returned 130: a
+    # KeyboardInterrupt raised inside a nested PyRun_* call (compiled extensions run Python code that way while
+    # torch imports) sets its "unhandled interrupt" flag, which runpy's exit path honours. A shell reports
+    # that death as status 130 too; the installed command, which users run, exits with 130 itself.
+    script = Path(sys.executable).with_name("peft-ntk-select")
+    command = [str(script)] if launcher == "peft-ntk-select" else [sys.executable, "-m", "peft_ntk_select"]
+    process = subprocess.Popen([*command, "select", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)  # fmt: skip
     try:
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    statuses = {130} if launcher == "peft-ntk-select" else {130, -signal.SIGINT}
+    assert process.returncode in statuses, stderr
     assert one_line(stderr) == "peft-ntk-select: interrupted"
 
 
