@@ -612,6 +612,7 @@ def test_the_smollm2_sentence_holds_in_the_committed_results():
     lora = {arm: row["test_mean"] for arm, row in rows.items() if arm not in ("head_only",)}
     assert max(lora, key=lora.get) == "all_linear" and round(lora["all_linear"] - default, 3) == 0.021
     p_cells = [cell for cell in cells.scores if cell[:2] == ("smollm2_reviews", "P")]
+    assert len(p_cells) == 3  # seeds 0, 1, 2
     for cell in p_cells:  # rank 1 in all 7 linear modules of 30 layers: two thirds of q, v at rank 8
         scores = cells.scores[cell]
         assert (scores["all_linear"].lora_params, scores["default"].lora_params) == (305_280, 460_800)
